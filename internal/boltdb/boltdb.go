@@ -1,0 +1,213 @@
+// Package boltdb wraps go.etcd.io/bbolt with the one-writer, group-commit
+// discipline kurer uses for everything it promises durable: every Update is
+// handed to a single writer goroutine, which runs all updates waiting at that
+// moment in one read-write transaction and one fsync. A caller's Update returns
+// only after the transaction that carried it is on disk. NoSync is never set.
+//
+// Domain stores (gateway, agent) sit on top of DB and expose domain methods;
+// nothing outside a store touches buckets directly.
+package boltdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrClosed is returned by Update after Close.
+var ErrClosed = errors.New("store is closed")
+
+// Options tune the store. Zero values are the defaults.
+type Options struct {
+	// LockTimeout is how long Open waits for the file lock held by another
+	// process. Default 5s.
+	LockTimeout time.Duration
+	// MaxBatch is the most updates one transaction carries. Default 256.
+	MaxBatch int
+	// Buckets are created at open if missing.
+	Buckets []string
+}
+
+// DB is a bbolt database with a single group-committing writer.
+type DB struct {
+	bolt     *bolt.DB
+	reqs     chan *request
+	maxBatch int
+
+	mu        sync.RWMutex // guards closed against in-flight sends
+	closed    bool
+	closeOnce sync.Once
+	done      chan struct{}
+	stopped   chan struct{}
+}
+
+type request struct {
+	fn  func(*bolt.Tx) error
+	err chan error
+}
+
+// Open opens (creating if needed) the database at path.
+func Open(path string, o Options) (*DB, error) {
+	if o.LockTimeout == 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 256
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if len(o.Buckets) > 0 {
+		err = b.Update(func(tx *bolt.Tx) error {
+			for _, name := range o.Buckets {
+				if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			_ = b.Close()
+			return nil, fmt.Errorf("create buckets: %w", err)
+		}
+	}
+	d := &DB{
+		bolt:     b,
+		reqs:     make(chan *request, o.MaxBatch),
+		maxBatch: o.MaxBatch,
+		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	go d.writer()
+	return d, nil
+}
+
+// Update runs fn in a read-write transaction, possibly together with other
+// callers' functions, and returns once that transaction is committed and
+// fsynced. fn must be idempotent in the sense that it may be run twice if a
+// function batched with it fails: its first run is then rolled back.
+// An error from fn rolls back fn's changes and is returned as is.
+func (d *DB) Update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	r := &request{fn: fn, err: make(chan error, 1)}
+	d.mu.RLock()
+	if d.closed {
+		d.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case d.reqs <- r:
+		d.mu.RUnlock()
+	case <-ctx.Done():
+		d.mu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued, the request will be run; wait for its outcome even if ctx
+	// ends, so that a caller never mistakes a committed write for a failed one.
+	return <-r.err
+}
+
+// View runs fn in a read-only transaction. Bytes read must be copied if they
+// outlive fn.
+func (d *DB) View(fn func(*bolt.Tx) error) error {
+	return d.bolt.View(fn)
+}
+
+// Bolt exposes the underlying database for backups and stats; do not write
+// through it.
+func (d *DB) Bolt() *bolt.DB { return d.bolt }
+
+// Close stops the writer after the queued updates and closes the file.
+// It is safe to call more than once.
+func (d *DB) Close() error {
+	var err error
+	d.closeOnce.Do(func() {
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
+		close(d.done)
+		<-d.stopped
+		err = d.bolt.Close()
+	})
+	return err
+}
+
+func (d *DB) writer() {
+	defer close(d.stopped)
+	batch := make([]*request, 0, d.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-d.reqs:
+			batch = append(batch, r)
+		case <-d.done:
+			// Drain what was queued before Close.
+			for {
+				select {
+				case r := <-d.reqs:
+					d.run([]*request{r})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < d.maxBatch {
+			select {
+			case r := <-d.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		d.run(batch)
+	}
+}
+
+// run commits batch in one transaction. If a function fails, the transaction
+// is rolled back and every function is run again in a transaction of its own,
+// so one caller's error never undoes another caller's write.
+func (d *DB) run(batch []*request) {
+	if len(batch) == 1 {
+		batch[0].err <- d.bolt.Update(batch[0].fn)
+		return
+	}
+	failed := false
+	err := d.bolt.Update(func(tx *bolt.Tx) error {
+		for _, r := range batch {
+			if err := safeCall(r.fn, tx); err != nil {
+				failed = true
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		for _, r := range batch {
+			r.err <- nil
+		}
+		return
+	}
+	if !failed { // commit itself failed: every caller learns it
+		for _, r := range batch {
+			r.err <- err
+		}
+		return
+	}
+	for _, r := range batch {
+		r.err <- d.bolt.Update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
+	}
+}
+
+func safeCall(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store update panicked: %v", p)
+		}
+	}()
+	return fn(tx)
+}

@@ -1,0 +1,12 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+func newBenchCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run benchmarks that print figures (envelope, pipeline)",
+	}
+	cmd.AddCommand(newBenchEnvelopeCommand(), newBenchPipelineCommand())
+	return cmd
+}
