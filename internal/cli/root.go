@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -74,11 +75,17 @@ municipality (kurer agent), and tools to send, follow and inspect messages.`,
 // Execute runs the root command with args and returns the process exit code,
 // printing a one-line error to stderr on failure.
 func Execute(args []string, stdout, stderr io.Writer) int {
+	return ExecuteContext(context.Background(), args, stdout, stderr)
+}
+
+// ExecuteContext is Execute with a context that commands get from
+// cmd.Context(); main passes one that ends on SIGINT/SIGTERM.
+func ExecuteContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := NewRootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
