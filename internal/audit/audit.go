@@ -1,0 +1,432 @@
+// Package audit is kurer's append-only, hash-chained audit log. The gateway
+// and every agent record each state change and catalog change in one; the
+// `audit verify` commands check it with Verify.
+//
+// The log is one file of JSON lines, one Record per line. Each record holds
+// the SHA-256 of the record before it (Prev) and its own hash over a
+// canonical encoding that includes Prev, so editing, removing, inserting or
+// reordering a record breaks the chain at that point. A small head file
+// (path+".head", replaced atomically after each written batch) holds the
+// seq and hash of the last durable record, so that records cut off the end
+// are detected too. See docs/audit.md for the format, the verification
+// procedure and the limits.
+//
+// Records carry identifiers and codes only, never personal data or payload
+// content.
+//
+// Durability: Append returns only after its record is written and fsynced;
+// concurrent Appends share one write and one fsync (group commit). A crash
+// can leave a torn last line, which was never acknowledged; Open cuts it off
+// and records an "audit.repaired" entry saying how many bytes it removed.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Options tune a Log. The zero value is the production setting.
+type Options struct {
+	// Now is the clock; default time.Now. Times are stored in UTC.
+	Now func() time.Time
+	// NoSync skips fsync of the log and the head file. Only for tests and
+	// benchmarks: with NoSync an acknowledged record can be lost in a
+	// crash. Default false (every Append is fsynced before it returns).
+	NoSync bool
+	// NoHead stops maintaining the head file (path+".head"). Default false.
+	// An existing head file is still checked by Open and Verify.
+	NoHead bool
+}
+
+// maxBatch bounds how many records one group commit writes.
+const maxBatch = 256
+
+// Log is an open audit log. It is safe for concurrent use. Exactly one Log
+// per file: Open takes an exclusive lock on the file.
+type Log struct {
+	path string
+	f    *os.File
+	opts Options
+
+	mu     sync.RWMutex // guards closed and sending on reqs
+	closed bool
+	reqs   chan *request
+
+	writerDone chan struct{}
+	headCh     chan head
+	headDone   chan struct{}
+
+	stateMu sync.Mutex // guards seq, prev, headErr
+	seq     uint64
+	prev    string
+	headErr error
+
+	// broken is set by the writer after a failed write or fsync; the
+	// writer alone reads and writes it.
+	broken error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type request struct {
+	actor, action, subject string
+	attrs                  map[string]string
+	done                   chan result
+}
+
+type result struct {
+	rec Record
+	err error
+}
+
+// Open opens the log at path, creating it (mode 0600) if it does not
+// exist, and resumes its chain. It checks that the last record's hash is
+// right and, if a head file exists, that the log reaches the head's seq and
+// agrees with its hash; otherwise it refuses with an error wrapping
+// ErrTampered rather than extend a broken chain. A torn last line (no
+// newline: a write cut short by a crash, never acknowledged) is cut off and
+// an "audit.repaired" record is appended with attribute torn_bytes. Open
+// does not verify the whole file; run Verify for that.
+func Open(path string, opts Options) (*Log, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, os.ErrNotExist)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	l, err := open(path, f, created, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func open(path string, f *os.File, created bool, opts Options) (*Log, error) {
+	if err := lockFile(f); err != nil {
+		return nil, err
+	}
+	if created && !opts.NoSync {
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			return nil, err
+		}
+	}
+	tail, err := readTail(f)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	}
+	h, hasHead, err := readHead(path)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	}
+	if hasHead {
+		if h.Seq > tail.last.Seq {
+			return nil, fmt.Errorf("open audit log %s: %w: head file says %d records, log ends at %d: records were removed from the end",
+				path, ErrTampered, h.Seq, tail.last.Seq)
+		}
+		if h.Seq == tail.last.Seq && h.Hash != tail.last.Hash {
+			return nil, fmt.Errorf("open audit log %s: %w: last record does not match the head file", path, ErrTampered)
+		}
+	}
+	if tail.tornBytes > 0 {
+		if err := f.Truncate(tail.goodSize); err != nil {
+			return nil, fmt.Errorf("repair audit log: %w", err)
+		}
+		if !opts.NoSync {
+			if err := f.Sync(); err != nil {
+				return nil, fmt.Errorf("repair audit log: %w", err)
+			}
+		}
+	}
+
+	l := &Log{
+		path:       path,
+		f:          f,
+		opts:       opts,
+		reqs:       make(chan *request, maxBatch),
+		writerDone: make(chan struct{}),
+		headCh:     make(chan head, 1),
+		headDone:   make(chan struct{}),
+		seq:        tail.last.Seq,
+		prev:       tail.last.Hash,
+	}
+	if l.seq == 0 {
+		l.prev = Genesis
+	}
+	go l.writer()
+	go l.headWriter()
+	if l.seq > 0 && !opts.NoHead && (!hasHead || h.Seq < l.seq) {
+		l.publishHead(head{Seq: l.seq, Hash: l.prev})
+	}
+	if tail.tornBytes > 0 {
+		_, err := l.Append(context.Background(), "audit", "audit.repaired", "",
+			map[string]string{"torn_bytes": strconv.FormatInt(tail.tornBytes, 10)})
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("record audit repair: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// tailInfo describes the end of a log file.
+type tailInfo struct {
+	last      Record // zero if the log has no complete record
+	goodSize  int64  // size up to and including the last newline
+	tornBytes int64  // bytes after the last newline
+}
+
+// readTail finds and checks the last complete record of f.
+func readTail(f *os.File) (tailInfo, error) {
+	var t tailInfo
+	st, err := f.Stat()
+	if err != nil {
+		return t, err
+	}
+	size := st.Size()
+	if size == 0 {
+		return t, nil
+	}
+	// A complete line is at most MaxRecordSize bytes and a torn one less,
+	// so the last two lines fit in this window.
+	start := max(size-2*MaxRecordSize, 0)
+	buf := make([]byte, size-start)
+	if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+		return t, fmt.Errorf("read tail: %w", err)
+	}
+	if buf[len(buf)-1] != '\n' {
+		i := bytes.LastIndexByte(buf, '\n')
+		if i < 0 && start > 0 {
+			return t, fmt.Errorf("%w: last line longer than %d bytes", ErrTampered, MaxRecordSize)
+		}
+		buf = buf[:i+1]
+		t.goodSize = start + int64(i+1)
+		t.tornBytes = size - t.goodSize
+	} else {
+		t.goodSize = size
+	}
+	if len(buf) == 0 {
+		return t, nil
+	}
+	body := buf[:len(buf)-1]
+	j := bytes.LastIndexByte(body, '\n')
+	if j < 0 && start > 0 {
+		return t, fmt.Errorf("%w: last line longer than %d bytes", ErrTampered, MaxRecordSize)
+	}
+	r, err := parseLine(body[j+1:])
+	if err != nil {
+		return t, fmt.Errorf("%w: last record: %v", ErrTampered, err)
+	}
+	if r.Seq == 0 {
+		return t, fmt.Errorf("%w: last record has seq 0", ErrTampered)
+	}
+	t.last = r
+	return t, nil
+}
+
+// Append records one event and returns the record once it is durable.
+// actor and action are required; all strings must be valid UTF-8. attrs is
+// copied. It is safe for concurrent use; concurrent calls share one write
+// and fsync.
+//
+// ctx bounds the wait to hand the record to the writer; once handed over,
+// Append waits for the fsync (bounded by the disk), so that a nil error
+// always means durable and a non-nil error from ctx means not recorded.
+// After a failed write or fsync every later Append fails: the file's end
+// is then unknown, and reopening the log repairs it.
+func (l *Log) Append(ctx context.Context, actor, action, subject string, attrs map[string]string) (Record, error) {
+	if err := validate(actor, action, subject, attrs); err != nil {
+		return Record{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	req := &request{actor: actor, action: action, subject: subject, done: make(chan result, 1)}
+	if len(attrs) > 0 {
+		req.attrs = make(map[string]string, len(attrs))
+		for k, v := range attrs {
+			req.attrs[k] = v
+		}
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return Record{}, ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+		l.mu.RUnlock()
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return Record{}, ctx.Err()
+	}
+	res := <-req.done
+	return res.rec, res.err
+}
+
+// Last returns the seq and hash of the last durable record (0 and Genesis
+// for an empty log).
+func (l *Log) Last() (seq uint64, hash string) {
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	return l.seq, l.prev
+}
+
+// Path returns the log's file path.
+func (l *Log) Path() string { return l.path }
+
+// Close stops accepting records, writes those already handed over, updates
+// the head file and closes the file. It is idempotent. It reports a failed
+// head file update, which Append does not.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		close(l.reqs)
+		l.mu.Unlock()
+		<-l.writerDone
+		<-l.headDone
+		l.stateMu.Lock()
+		headErr := l.headErr
+		l.stateMu.Unlock()
+		l.closeErr = errors.Join(headErr, l.f.Close())
+	})
+	return l.closeErr
+}
+
+// writer is the only goroutine that writes the log file.
+func (l *Log) writer() {
+	defer close(l.writerDone)
+	defer close(l.headCh)
+	batch := make([]*request, 0, maxBatch)
+	for req := range l.reqs {
+		batch = append(batch[:0], req)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-l.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		l.commit(batch)
+	}
+}
+
+// commit writes batch with one write and one fsync, then answers each
+// request.
+func (l *Log) commit(batch []*request) {
+	if l.broken != nil {
+		for _, req := range batch {
+			req.done <- result{err: l.broken}
+		}
+		return
+	}
+	seq, prev := l.seq, l.prev // only the writer changes them
+	var buf []byte
+	recs := make([]Record, len(batch))
+	ok := make([]bool, len(batch))
+	for i, req := range batch {
+		r := Record{
+			Seq:     seq + 1,
+			Time:    l.opts.Now().UTC(),
+			Actor:   req.actor,
+			Action:  req.action,
+			Subject: req.subject,
+			Attrs:   req.attrs,
+			Prev:    prev,
+		}
+		r.Hash = r.ComputeHash()
+		line, err := r.encode()
+		if err != nil {
+			req.done <- result{err: err}
+			continue
+		}
+		buf = append(buf, line...)
+		recs[i], ok[i] = r, true
+		seq, prev = r.Seq, r.Hash
+	}
+	if len(buf) == 0 {
+		return
+	}
+	err := l.write(buf)
+	if err != nil {
+		l.broken = fmt.Errorf("audit log unusable after a failed write (reopen to repair): %w", err)
+	} else {
+		l.stateMu.Lock()
+		l.seq, l.prev = seq, prev
+		l.stateMu.Unlock()
+	}
+	for i, req := range batch {
+		if !ok[i] {
+			continue
+		}
+		if err != nil {
+			req.done <- result{err: l.broken}
+		} else {
+			req.done <- result{rec: recs[i]}
+		}
+	}
+	if err == nil && !l.opts.NoHead {
+		l.publishHead(head{Seq: seq, Hash: prev})
+	}
+}
+
+func (l *Log) write(buf []byte) error {
+	if _, err := l.f.Write(buf); err != nil {
+		return err
+	}
+	if l.opts.NoSync {
+		return nil
+	}
+	return l.f.Sync()
+}
+
+// publishHead hands the newest head to headWriter, replacing one it has not
+// picked up yet. Only the writer goroutine (and open, before any Append)
+// calls it.
+func (l *Log) publishHead(h head) {
+	for {
+		select {
+		case l.headCh <- h:
+			return
+		default:
+		}
+		select {
+		case <-l.headCh:
+		default:
+		}
+	}
+}
+
+// headWriter writes head files off the Append path: a head file that lags
+// behind the log is allowed (a crash can always leave it so), one ahead of
+// it never happens because a head is published only after its fsync.
+func (l *Log) headWriter() {
+	defer close(l.headDone)
+	for h := range l.headCh {
+		if err := writeHead(l.path, h, !l.opts.NoSync); err != nil {
+			l.stateMu.Lock()
+			if l.headErr == nil {
+				l.headErr = err
+			}
+			l.stateMu.Unlock()
+		}
+	}
+}
