@@ -1,0 +1,943 @@
+// Package bolt is the gateway's embedded storage: one bbolt file (through
+// internal/boltdb: one writer goroutine, group commit, fsynced) plus spool
+// files for large payloads. It implements both store.Store and store.Queue, so
+// every transition (record, mailbox position, notice) is one transaction.
+//
+// Payloads up to the gateway's inline limit live inside bbolt (no file, no
+// directory fsync per message); larger ones are spool files under
+// DIR/payloads, renamed there from DIR/partial and the directory fsynced
+// before the accept commits. Ciphertext is deleted when a message reaches a
+// terminal state; the record (routing and history) stays until Purge.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/store"
+	"github.com/kurer/kurer/internal/boltdb"
+)
+
+// Bucket names.
+var (
+	bAccounts = []byte("accounts") // id -> json account
+	bJTI      = []byte("jti")      // jti -> exp (8 bytes)
+	bJTIExp   = []byte("jti_exp")  // exp|jti -> nil
+	bUploads  = []byte("uploads")  // id -> json upload
+	bItems    = []byte("items")    // id -> json record
+	bPayloads = []byte("payloads") // id -> inline ciphertext
+	bReady    = []byte("ready")    // owner 0x00 seq -> id
+	bLeases   = []byte("leases")   // until|id -> nil
+	bExpiry   = []byte("expiry")   // expires|id -> nil (non-terminal messages)
+	bDone     = []byte("done")     // terminalAt|id -> nil
+	bCounts   = []byte("counts")   // state 0x00 type -> count (8 bytes)
+)
+
+// Interface guards.
+var (
+	_ store.Store = (*Backend)(nil)
+	_ store.Queue = (*Backend)(nil)
+)
+
+// Backend is the bbolt + spool implementation.
+type Backend struct {
+	db         *boltdb.DB
+	dir        string
+	partialDir string
+	payloadDir string
+
+	sigMu sync.Mutex
+	sig   map[string]chan struct{}
+}
+
+// Options tune Open.
+type Options struct {
+	// LockTimeout: how long to wait for another process's file lock.
+	// Default 5s.
+	LockTimeout time.Duration
+	// MaxBatch: most updates per group commit. Default 256.
+	MaxBatch int
+}
+
+// Open opens (creating) the backend in dir: dir/gateway.db, dir/partial,
+// dir/payloads. Payload files that no live record references (left by a
+// crash between rename and commit) are removed.
+func Open(dir string, o Options) (*Backend, error) {
+	b := &Backend{
+		dir:        dir,
+		partialDir: filepath.Join(dir, "partial"),
+		payloadDir: filepath.Join(dir, "payloads"),
+		sig:        map[string]chan struct{}{},
+	}
+	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	db, err := boltdb.Open(filepath.Join(dir, "gateway.db"), boltdb.Options{
+		LockTimeout: o.LockTimeout,
+		MaxBatch:    o.MaxBatch,
+		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems),
+			string(bPayloads), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.db = db
+	if err := b.cleanSpool(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close closes the database after queued writes.
+func (b *Backend) Close() error { return b.db.Close() }
+
+// record is the stored form of an item.
+type record struct {
+	store.Item
+	Seq    uint64 `json:"seq"`
+	Inline bool   `json:"inline,omitempty"`
+	Spool  bool   `json:"spool,omitempty"`
+}
+
+type accountRec struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	OrgNumber    string    `json:"org_number"`
+	Municipality string    `json:"municipality,omitempty"`
+	Service      string    `json:"service,omitempty"`
+	Types        []string  `json:"types"`
+	Certificates [][]byte  `json:"certificates"`
+	Created      time.Time `json:"created"`
+	Updated      time.Time `json:"updated"`
+}
+
+// cleanSpool removes payload files without a live record and partial files
+// without an upload record.
+func (b *Backend) cleanSpool() error {
+	for _, d := range []struct {
+		dir    string
+		bucket []byte
+		live   func(v []byte) bool
+	}{
+		{b.payloadDir, bItems, func(v []byte) bool {
+			var r record
+			return json.Unmarshal(v, &r) == nil && r.Spool && !store.Terminal(r.State)
+		}},
+		{b.partialDir, bUploads, func([]byte) bool { return true }},
+	} {
+		ents, err := os.ReadDir(d.dir)
+		if err != nil {
+			return fmt.Errorf("read spool: %w", err)
+		}
+		for _, e := range ents {
+			keep := false
+			_ = b.db.View(func(tx *bbolt.Tx) error {
+				v := tx.Bucket(d.bucket).Get([]byte(e.Name()))
+				keep = v != nil && d.live(v)
+				return nil
+			})
+			if !keep {
+				if err := os.Remove(filepath.Join(d.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("clean spool: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ---- signalling ----
+
+// Wait implements store.Queue.
+func (b *Backend) Wait(account string) <-chan struct{} {
+	b.sigMu.Lock()
+	defer b.sigMu.Unlock()
+	ch, ok := b.sig[account]
+	if !ok {
+		ch = make(chan struct{})
+		b.sig[account] = ch
+	}
+	return ch
+}
+
+func (b *Backend) notify(accounts ...string) {
+	b.sigMu.Lock()
+	defer b.sigMu.Unlock()
+	for _, a := range accounts {
+		if ch, ok := b.sig[a]; ok {
+			close(ch)
+			delete(b.sig, a)
+		}
+	}
+}
+
+// ---- encoding helpers ----
+
+func u64(v uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], v)
+	return k[:]
+}
+
+func timeKey(t time.Time, id string) []byte {
+	n := t.UnixNano()
+	if n < 0 {
+		n = 0
+	}
+	return append(u64(uint64(n)), id...)
+}
+
+func readyKey(owner string, seq uint64) []byte {
+	k := append([]byte(owner), 0)
+	return append(k, u64(seq)...)
+}
+
+func countKey(state, typ string) []byte { return []byte(state + "\x00" + typ) }
+
+func getRec(tx *bbolt.Tx, id string) (*record, error) {
+	v := tx.Bucket(bItems).Get([]byte(id))
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("decode item %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+func putRec(tx *bbolt.Tx, r *record) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bItems).Put([]byte(r.Routing.ID), v)
+}
+
+func bump(tx *bbolt.Tx, state, typ string, delta int64) error {
+	bk := tx.Bucket(bCounts)
+	k := countKey(state, typ)
+	var n int64
+	if v := bk.Get(k); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	n += delta
+	if n <= 0 {
+		return bk.Delete(k)
+	}
+	return bk.Put(k, u64(uint64(n)))
+}
+
+// setState moves a message record to state, keeping the indexes and counts
+// right. It does not write the record.
+func setState(tx *bbolt.Tx, r *record, state string, at time.Time, reason string) error {
+	if r.Kind == api.KindMessage {
+		if err := bump(tx, r.State, r.Routing.Type, -1); err != nil {
+			return err
+		}
+		if err := bump(tx, state, r.Routing.Type, 1); err != nil {
+			return err
+		}
+	}
+	if r.State == api.StateLeased {
+		if err := tx.Bucket(bLeases).Delete(timeKey(r.LeaseUntil, r.Routing.ID)); err != nil {
+			return err
+		}
+		r.LeaseUntil = time.Time{}
+	}
+	if r.State == api.StateAccepted {
+		if err := tx.Bucket(bReady).Delete(readyKey(r.Owner, r.Seq)); err != nil {
+			return err
+		}
+	}
+	if r.Kind == api.KindMessage && store.Terminal(state) {
+		if err := tx.Bucket(bExpiry).Delete(timeKey(r.Routing.Expires, r.Routing.ID)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bDone).Put(timeKey(at, r.Routing.ID), nil); err != nil {
+			return err
+		}
+		if r.Inline {
+			if err := tx.Bucket(bPayloads).Delete([]byte(r.Routing.ID)); err != nil {
+				return err
+			}
+		}
+		r.TerminalAt = at
+	}
+	if r.Kind == api.KindMessage {
+		r.History = append(r.History, api.StateChange{State: state, At: at, Reason: reason})
+	}
+	r.State = state
+	return nil
+}
+
+// enqueue puts a fresh record into its owner's mailbox.
+func enqueue(tx *bbolt.Tx, r *record) error {
+	seq, err := tx.Bucket(bReady).NextSequence()
+	if err != nil {
+		return err
+	}
+	r.Seq = seq
+	if err := tx.Bucket(bReady).Put(readyKey(r.Owner, seq), []byte(r.Routing.ID)); err != nil {
+		return err
+	}
+	if r.Kind == api.KindMessage {
+		if err := tx.Bucket(bExpiry).Put(timeKey(r.Routing.Expires, r.Routing.ID), nil); err != nil {
+			return err
+		}
+		if err := bump(tx, r.State, r.Routing.Type, 1); err != nil {
+			return err
+		}
+	}
+	return putRec(tx, r)
+}
+
+func addNotice(tx *bbolt.Tx, m *record, n *store.Notice, now time.Time) error {
+	if n == nil {
+		return nil
+	}
+	if tx.Bucket(bItems).Get([]byte(n.ID)) != nil {
+		return fmt.Errorf("notice id %s exists", n.ID)
+	}
+	r := &record{Item: store.NoticeItem(m.Item, *n, now)}
+	return enqueue(tx, r)
+}
+
+// ---- catalog ----
+
+// PutAccount implements store.Store.
+func (b *Backend) PutAccount(ctx context.Context, a store.Account) error {
+	v, err := json.Marshal(accountRec(a))
+	if err != nil {
+		return err
+	}
+	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bAccounts).Put([]byte(a.ID), v)
+	})
+}
+
+// Account implements store.Store.
+func (b *Backend) Account(_ context.Context, id string) (store.Account, error) {
+	var a accountRec
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bAccounts).Get([]byte(id))
+		if v == nil {
+			return store.ErrNotFound
+		}
+		return json.Unmarshal(v, &a)
+	})
+	return store.Account(a), err
+}
+
+// Accounts implements store.Store.
+func (b *Backend) Accounts(context.Context) ([]store.Account, error) {
+	var out []store.Account
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bAccounts).ForEach(func(_, v []byte) error {
+			var a accountRec
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, store.Account(a))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteAccount implements store.Store.
+func (b *Backend) DeleteAccount(ctx context.Context, id string) error {
+	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(bAccounts)
+		if bk.Get([]byte(id)) == nil {
+			return store.ErrNotFound
+		}
+		return bk.Delete([]byte(id))
+	})
+}
+
+// UseJTI implements store.Store.
+func (b *Backend) UseJTI(ctx context.Context, jti string, exp, now time.Time) error {
+	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		bj, be := tx.Bucket(bJTI), tx.Bucket(bJTIExp)
+		// Purge a few expired entries on the way.
+		c := be.Cursor()
+		nowKey := u64(uint64(now.UnixNano()))
+		var stale [][]byte
+		for k, _ := c.First(); k != nil && len(stale) < 32 && bytes.Compare(k[:8], nowKey) < 0; k, _ = c.Next() {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		for _, k := range stale {
+			if err := be.Delete(k); err != nil {
+				return err
+			}
+			if v := bj.Get(k[8:]); v != nil && bytes.Equal(v, k[:8]) {
+				if err := bj.Delete(k[8:]); err != nil {
+					return err
+				}
+			}
+		}
+		if v := bj.Get([]byte(jti)); v != nil && binary.BigEndian.Uint64(v) >= uint64(now.UnixNano()) {
+			return store.ErrReplayed
+		}
+		ek := u64(uint64(exp.UnixNano()))
+		if err := bj.Put([]byte(jti), ek); err != nil {
+			return err
+		}
+		return be.Put(append(ek, jti...), nil)
+	})
+}
+
+// ---- uploads ----
+
+// StartUpload implements store.Store.
+func (b *Backend) StartUpload(ctx context.Context, r api.Routing, now time.Time) (string, error) {
+	v, err := json.Marshal(store.Upload{Routing: r, Created: now})
+	if err != nil {
+		return "", err
+	}
+	err = b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(bUploads)
+		if old := bk.Get([]byte(r.ID)); old != nil {
+			var u store.Upload
+			if err := json.Unmarshal(old, &u); err != nil {
+				return err
+			}
+			if u.Routing.Digest != r.Digest || u.Routing.Size != r.Size || u.Routing.From != r.From {
+				return store.ErrExists
+			}
+			return nil
+		}
+		return bk.Put([]byte(r.ID), v)
+	})
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(b.partialDir, r.ID), nil
+}
+
+// Upload implements store.Store.
+func (b *Backend) Upload(_ context.Context, id string) (store.Upload, string, error) {
+	var u store.Upload
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bUploads).Get([]byte(id))
+		if v == nil {
+			return store.ErrNotFound
+		}
+		return json.Unmarshal(v, &u)
+	})
+	return u, filepath.Join(b.partialDir, id), err
+}
+
+// DropUpload implements store.Store.
+func (b *Backend) DropUpload(ctx context.Context, id string) error {
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bUploads).Delete([]byte(id))
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(b.partialDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ---- messages ----
+
+// Accept implements store.Store.
+func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (store.Item, error) {
+	id := it.Routing.ID
+	if existing, err := b.Item(ctx, id); err == nil {
+		return existing, store.ErrExists
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.Item{}, err
+	}
+	var dst string
+	if p.SpoolFile != "" {
+		dst = filepath.Join(b.payloadDir, id)
+		if err := os.Rename(p.SpoolFile, dst); err != nil {
+			return store.Item{}, fmt.Errorf("move payload: %w", err)
+		}
+		if err := syncDir(b.payloadDir); err != nil {
+			_ = os.Remove(dst)
+			return store.Item{}, err
+		}
+	}
+	var existing *record
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		existing = nil
+		if r, err := getRec(tx, id); err == nil {
+			existing = r
+			return store.ErrExists
+		}
+		r := &record{Item: it, Inline: p.SpoolFile == "", Spool: p.SpoolFile != ""}
+		r.Kind = api.KindMessage
+		r.Owner = it.Routing.To
+		r.State = api.StateAccepted
+		if len(r.History) == 0 {
+			r.History = []api.StateChange{{State: api.StateAccepted, At: it.AcceptedAt}}
+		}
+		if r.Inline {
+			if err := tx.Bucket(bPayloads).Put([]byte(id), p.Inline); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bUploads).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return enqueue(tx, r)
+	})
+	if err != nil {
+		if dst != "" {
+			_ = os.Remove(dst)
+		}
+		if existing != nil {
+			return existing.Item, store.ErrExists
+		}
+		return store.Item{}, err
+	}
+	b.notify(it.Routing.To)
+	return b.Item(ctx, id)
+}
+
+// Item implements store.Store.
+func (b *Backend) Item(_ context.Context, id string) (store.Item, error) {
+	var r *record
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		r, err = getRec(tx, id)
+		return err
+	})
+	if err != nil {
+		return store.Item{}, err
+	}
+	return r.Item, nil
+}
+
+type bytesPayload struct {
+	*bytes.Reader
+}
+
+func (bytesPayload) Close() error { return nil }
+
+type filePayload struct {
+	*os.File
+	size int64
+}
+
+func (f filePayload) Size() int64 { return f.size }
+
+// Payload implements store.Store.
+func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, error) {
+	var (
+		r      *record
+		inline []byte
+	)
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		if r, err = getRec(tx, id); err != nil {
+			return err
+		}
+		if r.Kind != api.KindMessage || store.Terminal(r.State) {
+			return store.ErrNotFound
+		}
+		if r.Inline {
+			v := tx.Bucket(bPayloads).Get([]byte(id))
+			if v == nil {
+				return store.ErrNotFound
+			}
+			inline = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if r.Inline {
+		return bytesPayload{bytes.NewReader(inline)}, nil
+	}
+	f, err := os.Open(filepath.Join(b.payloadDir, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return filePayload{File: f, size: st.Size()}, nil
+}
+
+// Messages implements store.Store.
+func (b *Backend) Messages(_ context.Context, f store.MessageFilter) ([]store.Item, error) {
+	var out []store.Item
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bItems).ForEach(func(_, v []byte) error {
+			var r record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			if r.Kind != api.KindMessage ||
+				(f.State != "" && r.State != f.State) ||
+				(f.Type != "" && r.Routing.Type != f.Type) ||
+				(f.Account != "" && r.Routing.From != f.Account && r.Routing.To != f.Account) ||
+				(!f.OlderThan.IsZero() && !r.AcceptedAt.Before(f.OlderThan)) {
+				return nil
+			}
+			out = append(out, r.Item)
+			return nil
+		})
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].AcceptedAt.Before(out[j].AcceptedAt) })
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, err
+}
+
+// CountByState implements store.Store.
+func (b *Backend) CountByState(context.Context) (map[string]map[string]int, error) {
+	out := map[string]map[string]int{}
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bCounts).ForEach(func(k, v []byte) error {
+			st, typ, _ := bytes.Cut(k, []byte{0})
+			if out[string(st)] == nil {
+				out[string(st)] = map[string]int{}
+			}
+			out[string(st)][string(typ)] = int(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Purge implements store.Store.
+func (b *Backend) Purge(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	var n int
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		n = 0
+		c := tx.Bucket(bDone).Cursor()
+		end := u64(uint64(cutoff.UnixNano()))
+		var keys [][]byte
+		for k, _ := c.First(); k != nil && len(keys) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, k := range keys {
+			id := k[8:]
+			r, err := getRec(tx, string(id))
+			if err == nil {
+				if err := bump(tx, r.State, r.Routing.Type, -1); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bItems).Delete(id); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(bDone).Delete(k); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// ---- queue ----
+
+// Lease implements store.Queue.
+func (b *Backend) Lease(ctx context.Context, account string, max int, now, until time.Time) ([]store.Item, error) {
+	// Cheap read first: most polls find an empty mailbox.
+	empty := true
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		k, _ := tx.Bucket(bReady).Cursor().Seek(readyKey(account, 0))
+		empty = k == nil || !bytes.HasPrefix(k, append([]byte(account), 0))
+		return nil
+	})
+	if empty {
+		return nil, nil
+	}
+	var out []store.Item
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		out = out[:0]
+		prefix := append([]byte(account), 0)
+		c := tx.Bucket(bReady).Cursor()
+		var ids []string
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(ids) < max; k, v = c.Next() {
+			ids = append(ids, string(v))
+		}
+		for _, id := range ids {
+			r, err := getRec(tx, id)
+			if err != nil {
+				return err
+			}
+			if err := setState(tx, r, api.StateLeased, now, ""); err != nil {
+				return err
+			}
+			r.Attempts++
+			r.LeaseUntil = until
+			if err := tx.Bucket(bLeases).Put(timeKey(until, id), nil); err != nil {
+				return err
+			}
+			if err := putRec(tx, r); err != nil {
+				return err
+			}
+			out = append(out, r.Item)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// finish is the common part of Ack and Reject.
+func (b *Backend) finish(ctx context.Context, account, id string, now time.Time, state, reason string, n *store.Notice) (store.Item, error) {
+	var (
+		out     store.Item
+		changed bool
+		spool   bool
+	)
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		changed, spool = false, false
+		r, err := getRec(tx, id)
+		if err != nil {
+			return err
+		}
+		if r.Owner != account {
+			return store.ErrNotFound
+		}
+		if r.Kind == api.KindNotice {
+			if state != api.StateDelivered {
+				return store.ErrState
+			}
+			if err := setState(tx, r, api.StateDelivered, now, ""); err != nil {
+				return err
+			}
+			out, changed = r.Item, true
+			return tx.Bucket(bItems).Delete([]byte(id))
+		}
+		if store.Terminal(r.State) {
+			if r.State == state {
+				out = r.Item
+				return nil
+			}
+			return store.ErrState
+		}
+		if err := setState(tx, r, state, now, reason); err != nil {
+			return err
+		}
+		if err := addNotice(tx, r, n, now); err != nil {
+			return err
+		}
+		out, changed, spool = r.Item, true, r.Spool
+		return putRec(tx, r)
+	})
+	if err != nil {
+		return store.Item{}, err
+	}
+	if changed && out.Kind == api.KindMessage {
+		b.afterTerminal(id, spool)
+		if n != nil {
+			b.notify(out.Routing.From)
+		}
+	}
+	return out, nil
+}
+
+func (b *Backend) afterTerminal(id string, spool bool) {
+	if spool {
+		_ = os.Remove(filepath.Join(b.payloadDir, id))
+	}
+}
+
+// Ack implements store.Queue.
+func (b *Backend) Ack(ctx context.Context, account, id string, now time.Time, n *store.Notice) (store.Item, error) {
+	return b.finish(ctx, account, id, now, api.StateDelivered, "", n)
+}
+
+// Reject implements store.Queue.
+func (b *Backend) Reject(ctx context.Context, account, id string, now time.Time, reason, detail string, n *store.Notice) (store.Item, error) {
+	if detail != "" {
+		reason = reason + ": " + detail
+	}
+	return b.finish(ctx, account, id, now, api.StateRejected, reason, n)
+}
+
+// DueLeases implements store.Queue.
+func (b *Backend) DueLeases(_ context.Context, now time.Time, limit int) ([]store.Item, error) {
+	return b.due(bLeases, now, limit)
+}
+
+// DueExpiry implements store.Queue.
+func (b *Backend) DueExpiry(_ context.Context, now time.Time, limit int) ([]store.Item, error) {
+	return b.due(bExpiry, now, limit)
+}
+
+func (b *Backend) due(bucket []byte, now time.Time, limit int) ([]store.Item, error) {
+	var out []store.Item
+	end := u64(uint64(now.UnixNano()) + 1)
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucket).Cursor()
+		for k, _ := c.First(); k != nil && len(out) < limit && bytes.Compare(k[:8], end) < 0; k, _ = c.Next() {
+			r, err := getRec(tx, string(k[8:]))
+			if err != nil {
+				return err
+			}
+			out = append(out, r.Item)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Release implements store.Queue.
+func (b *Backend) Release(ctx context.Context, id string, leaseUntil, now time.Time) error {
+	var owner string
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		r, err := getRec(tx, id)
+		if err != nil {
+			return err
+		}
+		if r.State != api.StateLeased || !r.LeaseUntil.Equal(leaseUntil) {
+			return store.ErrStale
+		}
+		if err := setState(tx, r, api.StateAccepted, now, "lease_timeout"); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bReady).Put(readyKey(r.Owner, r.Seq), []byte(id)); err != nil {
+			return err
+		}
+		owner = r.Owner
+		return putRec(tx, r)
+	})
+	if err == nil {
+		b.notify(owner)
+	}
+	return err
+}
+
+// DeadLetter implements store.Queue.
+func (b *Backend) DeadLetter(ctx context.Context, id string, leaseUntil, now time.Time, n *store.Notice) error {
+	var (
+		sender string
+		spool  bool
+	)
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		r, err := getRec(tx, id)
+		if err != nil {
+			return err
+		}
+		if r.Kind != api.KindMessage || r.State != api.StateLeased || !r.LeaseUntil.Equal(leaseUntil) {
+			return store.ErrStale
+		}
+		if err := setState(tx, r, api.StateDeadLettered, now, "max_attempts"); err != nil {
+			return err
+		}
+		if err := addNotice(tx, r, n, now); err != nil {
+			return err
+		}
+		sender, spool = r.Routing.From, r.Spool
+		return putRec(tx, r)
+	})
+	if err == nil {
+		b.afterTerminal(id, spool)
+		b.notify(sender)
+	}
+	return err
+}
+
+// Expire implements store.Queue.
+func (b *Backend) Expire(ctx context.Context, id string, now time.Time, n *store.Notice) error {
+	var (
+		sender string
+		spool  bool
+	)
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		r, err := getRec(tx, id)
+		if err != nil {
+			return err
+		}
+		if r.Kind != api.KindMessage || store.Terminal(r.State) {
+			return store.ErrStale
+		}
+		if err := setState(tx, r, api.StateExpired, now, "expired"); err != nil {
+			return err
+		}
+		if err := addNotice(tx, r, n, now); err != nil {
+			return err
+		}
+		sender, spool = r.Routing.From, r.Spool
+		return putRec(tx, r)
+	})
+	if err == nil {
+		b.afterTerminal(id, spool)
+		b.notify(sender)
+	}
+	return err
+}
+
+// Mailboxes implements store.Queue.
+func (b *Backend) Mailboxes(context.Context) ([]store.MailboxStat, error) {
+	stats := map[string]*store.MailboxStat{}
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		add := func(id string) error {
+			r, err := getRec(tx, id)
+			if err != nil {
+				return err
+			}
+			s := stats[r.Owner]
+			if s == nil {
+				s = &store.MailboxStat{Account: r.Owner}
+				stats[r.Owner] = s
+			}
+			s.Depth++
+			if s.Oldest.IsZero() || r.AcceptedAt.Before(s.Oldest) {
+				s.Oldest = r.AcceptedAt
+			}
+			return nil
+		}
+		if err := tx.Bucket(bReady).ForEach(func(_, v []byte) error { return add(string(v)) }); err != nil {
+			return err
+		}
+		return tx.Bucket(bLeases).ForEach(func(k, _ []byte) error { return add(string(k[8:])) })
+	})
+	out := make([]store.MailboxStat, 0, len(stats))
+	for _, s := range stats {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Account < out[j].Account })
+	return out, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+package bolt_test
+
+import (
+	"testing"
+
+	"github.com/kurer/kurer/gateway/store/bolt"
+	"github.com/kurer/kurer/gateway/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(tb testing.TB, dir string) storetest.Backend {
+		tb.Helper()
+		b, err := bolt.Open(dir, bolt.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return b
+	})
+}
