@@ -180,13 +180,38 @@ func (c *Client) Send(ctx context.Context, req SendRequest) (SendResponse, error
 	// after Send returns.
 	pr.CloseWithError(errRequestDone)
 	werr := <-writeErr
-	if werr != nil && !errors.Is(werr, errRequestDone) {
+	var se *sourceError
+	if errors.As(werr, &se) {
 		return out, &errs.Error{Code: errs.BadRequest, Detail: "reading the files to send", Cause: werr}
 	}
 	return out, err
 }
 
 var errRequestDone = errors.New("request finished")
+
+// sourceError marks a failure to open or read a file being sent, as
+// opposed to the upload's end of the pipe closing.
+type sourceError struct {
+	name string
+	err  error
+}
+
+func (e *sourceError) Error() string { return e.name + ": " + e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+// sourceReader marks read errors of r as *sourceError.
+type sourceReader struct {
+	name string
+	r    io.Reader
+}
+
+func (s sourceReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = &sourceError{name: s.name, err: err}
+	}
+	return n, err
+}
 
 // writeSend writes the multipart body: the fields first, then the metadata,
 // then each file streamed from its Open.
@@ -232,16 +257,16 @@ func writeSend(mw *multipart.Writer, req SendRequest, total int64) error {
 		}
 		rc, err := f.Open()
 		if err != nil {
-			return fmt.Errorf("open %s: %w", f.Name, err)
+			return &sourceError{name: f.Name, err: err}
 		}
 		var dst io.Writer = w
 		if req.Progress != nil {
 			dst = &progressWriter{w: w, sent: &sent, total: total, fn: req.Progress}
 		}
-		_, err = io.Copy(dst, rc)
+		_, err = io.Copy(dst, sourceReader{name: f.Name, r: rc})
 		rc.Close()
 		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Name, err)
+			return err
 		}
 	}
 	if req.Progress != nil && len(req.Files) == 0 {
