@@ -169,6 +169,9 @@ func parseRecipients(set []byte, maxRecipients int) ([]recipient, int, error) {
 		}
 		switch ridTag {
 		case cbasn1.SEQUENCE:
+			if r.Version != 0 {
+				return nil, 0, fail(ReasonFormat, "cms: key transport recipient version must be 0")
+			}
 			var issuer cryptobyte.String
 			r.Serial = new(big.Int)
 			if !rid.ReadASN1Element(&issuer, cbasn1.SEQUENCE) || !rid.ReadASN1Integer(r.Serial) || !rid.Empty() {
@@ -176,6 +179,9 @@ func parseRecipients(set []byte, maxRecipients int) ([]recipient, int, error) {
 			}
 			r.Issuer = append([]byte(nil), issuer...)
 		case tagCtx0Prim:
+			if r.Version != 2 {
+				return nil, 0, fail(ReasonFormat, "cms: key transport recipient version must be 2")
+			}
 			r.SKI = append([]byte(nil), rid...)
 		default:
 			return nil, 0, fail(ReasonFormat, "cms: unknown recipient identifier")
@@ -374,12 +380,31 @@ func (c *cmsReader) readHead() (*cmsHead, error) {
 	if len(c.head.Recipients) == 0 {
 		return nil, fail(ReasonDecrypt, "cms: no key transport recipient")
 	}
+	// RFC 5083: AuthEnvelopedData is version 0. RFC 5652 6.1: EnvelopedData
+	// is 0 when every recipient is a version-0 key transport recipient, else 2.
+	wantVersion := int64(0)
+	if !c.head.auth() {
+		for _, r := range c.head.Recipients {
+			if r.Version != 0 {
+				wantVersion = 2
+			}
+		}
+		if c.head.Other > 0 {
+			wantVersion = 2
+		}
+	}
+	if c.head.Version != wantVersion {
+		return nil, fail(ReasonFormat, "cms: version %d, want %d", c.head.Version, wantVersion)
+	}
 	if h, err = c.b.expect(0x30, "encrypted content info"); err != nil {
 		return nil, err
 	}
 	c.frames = append(c.frames, c.b.enter(h))
 	if c.head.InnerType, err = c.readOID("inner content type"); err != nil {
 		return nil, err
+	}
+	if !c.head.InnerType.Equal(oidData) {
+		return nil, fail(ReasonFormat, "cms: inner content type %s, want data", oidName(c.head.InnerType))
 	}
 	if h, err = c.b.expect(0x30, "content encryption algorithm"); err != nil {
 		return nil, err

@@ -81,6 +81,9 @@ func readContainer(r io.ReaderAt, size int64, l Limits) (*container, error) {
 	if uint64(len(zr.File)) != count {
 		return nil, fail(ReasonFormat, "zip: entry count mismatch")
 	}
+	if err := checkLayout(r, size, zr); err != nil {
+		return nil, err
+	}
 	if len(zr.File) < 3 {
 		return nil, fail(ReasonFormat, "zip: not an ASiC-E container")
 	}
