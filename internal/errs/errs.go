@@ -18,13 +18,13 @@ type Code string
 // The catalogue. docs/errors.md lists them for integrators.
 const (
 	// Request shape.
-	BadRequest      Code = "bad_request"
-	MalformedJSON   Code = "malformed_json"
-	TooLarge        Code = "too_large"
-	DigestMismatch  Code = "digest_mismatch"
-	SizeMismatch    Code = "size_mismatch"
-	InvalidHeader   Code = "invalid_routing_header"
-	NotFound        Code = "not_found"
+	BadRequest       Code = "bad_request"
+	MalformedJSON    Code = "malformed_json"
+	TooLarge         Code = "too_large"
+	DigestMismatch   Code = "digest_mismatch"
+	SizeMismatch     Code = "size_mismatch"
+	InvalidHeader    Code = "invalid_routing_header"
+	NotFound         Code = "not_found"
 	MethodNotAllowed Code = "method_not_allowed"
 
 	// Authentication and authorisation.
@@ -43,6 +43,9 @@ const (
 	Expired         Code = "expired"
 	Conflict        Code = "id_conflict"
 	NotDeliverable  Code = "not_deliverable"
+	// UploadOffset: a resumed upload's Content-Range does not start where
+	// the gateway's partial upload ends (Upload-Offset says where).
+	UploadOffset Code = "upload_offset_mismatch"
 
 	// Envelope opening (one uniform class to outsiders).
 	InvalidEnvelope Code = "invalid_envelope"
@@ -65,7 +68,7 @@ var catalogue = map[Code]struct {
 	SizeMismatch:     {http.StatusBadRequest, "the body does not match the declared size"},
 	InvalidHeader:    {http.StatusBadRequest, "the routing header is missing or invalid"},
 	NotFound:         {http.StatusNotFound, "not found"},
-	MethodNotAllowed:  {http.StatusMethodNotAllowed, "method not allowed"},
+	MethodNotAllowed: {http.StatusMethodNotAllowed, "method not allowed"},
 	Unauthenticated:  {http.StatusUnauthorized, "authentication required"},
 	InvalidAssertion: {http.StatusUnauthorized, "the client assertion was not accepted"},
 	ReplayedJTI:      {http.StatusUnauthorized, "the client assertion was already used"},
@@ -79,6 +82,7 @@ var catalogue = map[Code]struct {
 	Expired:          {http.StatusUnprocessableEntity, "the message has expired"},
 	Conflict:         {http.StatusConflict, "a message with this id and other content exists"},
 	NotDeliverable:   {http.StatusConflict, "the message cannot be delivered in its current state"},
+	UploadOffset:     {http.StatusConflict, "the upload does not continue where the stored part ends"},
 	InvalidEnvelope:  {http.StatusUnprocessableEntity, "the envelope could not be opened and verified"},
 	SchemaInvalid:    {http.StatusUnprocessableEntity, "the message content does not match its schema"},
 	WrongReceiver:    {http.StatusUnprocessableEntity, "the message is not addressed to this account"},
