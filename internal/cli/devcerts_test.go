@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -19,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/kurer/kurer/internal/config"
 	"github.com/kurer/kurer/internal/pki"
 )
 
@@ -283,5 +287,196 @@ func TestDevCertsRefusals(t *testing.T) {
 	}
 	if _, err := runDevCertsCmd(t, "--accounts", "oslo"); err == nil || !strings.Contains(err.Error(), "out") {
 		t.Fatalf("missing --out = %v", err)
+	}
+}
+
+// devAccounts is certs-dev/accounts.yaml.
+type devAccounts struct {
+	CA      string `yaml:"ca"`
+	Gateway struct {
+		TLSCert     string `yaml:"tls_cert"`
+		TLSKey      string `yaml:"tls_key"`
+		SigningCert string `yaml:"signing_cert"`
+		SigningKey  string `yaml:"signing_key"`
+	} `yaml:"gateway"`
+	Accounts []struct {
+		ID           string   `yaml:"id"`
+		Name         string   `yaml:"name"`
+		DisplayName  string   `yaml:"display_name"`
+		OrgNumber    string   `yaml:"org_number"`
+		Municipality string   `yaml:"municipality"`
+		Service      string   `yaml:"service"`
+		Cert         string   `yaml:"cert"`
+		Key          string   `yaml:"key"`
+		Receives     []string `yaml:"receives"`
+	} `yaml:"accounts"`
+}
+
+// validOrgNumber checks a Norwegian organisation number's mod-11 digit.
+func validOrgNumber(s string) bool {
+	if len(s) != 9 {
+		return false
+	}
+	weights := []int{3, 2, 7, 6, 5, 4, 3, 2}
+	sum := 0
+	for i, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+		if i < 8 {
+			sum += int(c-'0') * weights[i]
+		}
+	}
+	ctl := 11 - sum%11
+	if ctl == 11 {
+		ctl = 0
+	}
+	return ctl != 10 && ctl == int(s[8]-'0')
+}
+
+func TestValidOrgNumber(t *testing.T) {
+	for s, want := range map[string]bool{
+		"310000019": true, "310000027": true, "974760673": true, // last: a published public-sector number
+		"310000018": false, "31000001": false, "3100000x9": false,
+		"310000060": false, // check digit would be 10: no valid number with this stem
+	} {
+		if got := validOrgNumber(s); got != want {
+			t.Errorf("validOrgNumber(%s) = %v", s, got)
+		}
+	}
+}
+
+// TestCommittedDevCerts checks that certs-dev/ is consistent: the demo and
+// other tests rely on it.
+func TestCommittedDevCerts(t *testing.T) {
+	const dir = "../../certs-dev"
+	var acc devAccounts
+	if err := config.Load(filepath.Join(dir, "accounts.yaml"), &acc); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCert(filepath.Join(dir, acc.CA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pki.IsDev(ca) {
+		t.Fatal("certs-dev CA lacks the dev marker")
+	}
+	if _, err := pki.TrustPool([]*x509.Certificate{ca}, false); !errors.Is(err, pki.ErrDevCA) {
+		t.Fatalf("certs-dev CA accepted outside dev mode: %v", err)
+	}
+	pool, err := pki.TrustPool([]*x509.Certificate{ca}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+
+	var types struct {
+		Types []struct {
+			Name string `json:"name"`
+		} `json:"types"`
+	}
+	raw, err := os.ReadFile("../../schemas/types.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &types); err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, ty := range types.Types {
+		known[ty.Name] = true
+	}
+
+	if len(acc.Accounts) != 5 {
+		t.Fatalf("%d accounts, want 5", len(acc.Accounts))
+	}
+	seen := map[string]bool{}
+	for _, a := range acc.Accounts {
+		t.Run(a.Name, func(t *testing.T) {
+			for _, k := range []string{a.ID, a.Name, a.OrgNumber} {
+				if seen[k] {
+					t.Fatalf("%q used twice", k)
+				}
+				seen[k] = true
+			}
+			id, err := uuid.Parse(a.ID)
+			if err != nil || id.String() != a.ID {
+				t.Fatalf("id %q is not a canonical UUID", a.ID)
+			}
+			if want := uuid.NewSHA1(uuid.NameSpaceURL, []byte("https://kurer.dev/accounts/"+a.Name)); id != want {
+				t.Fatalf("id %s, the documented derivation gives %s", id, want)
+			}
+			if !validOrgNumber(a.OrgNumber) {
+				t.Fatalf("org number %q fails the mod-11 check", a.OrgNumber)
+			}
+			national := a.Name == "portal" || a.Name == "register"
+			if national != (a.Municipality == "") {
+				t.Fatalf("municipality %q", a.Municipality)
+			}
+			if !national && (len(a.Municipality) != 4 || strings.Trim(a.Municipality, "0123456789") != "") {
+				t.Fatalf("municipality %q is not four digits", a.Municipality)
+			}
+			if a.DisplayName == "" || a.Service == "" || len(a.Receives) == 0 {
+				t.Fatal("display_name, service and receives are required")
+			}
+			for _, ty := range a.Receives {
+				if !known[ty] {
+					t.Fatalf("receives %q, not in schemas/types.json", ty)
+				}
+			}
+			if a.Cert != a.Name+".pem" || a.Key != a.Name+".key" {
+				t.Fatalf("files %s %s", a.Cert, a.Key)
+			}
+			cert, err := pki.LoadCert(filepath.Join(dir, a.Cert))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := pki.LoadKey(filepath.Join(dir, a.Key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !pki.KeyMatches(key, cert) {
+				t.Fatal("key does not match certificate")
+			}
+			if rk, ok := key.(*rsa.PrivateKey); !ok || rk.N.BitLen() != 3072 {
+				t.Fatalf("key is %T, want RSA-3072", key)
+			}
+			if cert.Subject.CommonName != a.Name || !pki.IsDev(cert) {
+				t.Fatalf("subject %v", cert.Subject)
+			}
+			if err := pki.VerifyAt(cert, pool, nil, now); err != nil {
+				t.Fatalf("does not verify today (expired? regenerate, see certs-dev/README.md): %v", err)
+			}
+		})
+	}
+
+	gw, err := pki.LoadCert(filepath.Join(dir, acc.Gateway.TLSCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwKey, err := pki.LoadKey(filepath.Join(dir, acc.Gateway.TLSKey))
+	if err != nil || !pki.KeyMatches(gwKey, gw) {
+		t.Fatalf("gateway TLS key: %v", err)
+	}
+	for _, h := range []string{"localhost", "gateway", "127.0.0.1"} {
+		if err := gw.VerifyHostname(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sign, err := pki.LoadCert(filepath.Join(dir, acc.Gateway.SigningCert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signKey, err := pki.LoadKey(filepath.Join(dir, acc.Gateway.SigningKey))
+	if err != nil || !pki.KeyMatches(signKey, sign) {
+		t.Fatalf("gateway signing key: %v", err)
+	}
+	if _, ok := signKey.(*ecdsa.PrivateKey); !ok {
+		t.Fatalf("gateway signing key is %T", signKey)
+	}
+	for _, c := range []*x509.Certificate{gw, sign} {
+		if err := pki.VerifyAt(c, pool, nil, now); err != nil {
+			t.Fatalf("%s: %v", c.Subject.CommonName, err)
+		}
 	}
 }
