@@ -1,9 +1,9 @@
 package envelope
 
 import (
-	"context"
 	"archive/zip"
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
