@@ -110,6 +110,14 @@ type Receipt struct {
 	Signed string `json:"signed,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// ID is the receipt envelope's message id (application receipts).
+	ID string `json:"id,omitempty"`
+	// Manifest is the base64 of the receipt envelope's signed
+	// META-INF/manifest.json, so that Signed can be verified later
+	// (application receipts).
+	Manifest string `json:"manifest,omitempty"`
+	// Reasons of an avvist receipt, with JSON paths for schema errors.
+	Reasons []Reason `json:"reasons,omitempty"`
 }
 
 // MessageSummary is one row of a listing.
@@ -142,6 +150,8 @@ type MessageDetail struct {
 	History      []StateChange `json:"history"`
 	Receipts     []Receipt     `json:"receipts"`
 	Files        []File        `json:"files,omitempty"` // incoming only
+	// Reasons why an incoming message was rejected.
+	Reasons []Reason `json:"reasons,omitempty"`
 }
 
 // RejectRequest is the body of POST /v1/messages/{id}/rejected.
@@ -171,4 +181,14 @@ type Event struct {
 type EventsResponse struct {
 	Events []Event `json:"events"`
 	Next   uint64  `json:"next"` // pass as after= next time
+}
+
+// ErrorBody is the JSON error body of the local API: the fields of every
+// kurer error body (code, message, detail) and, for errs.SchemaInvalid,
+// every schema error with its JSON path.
+type ErrorBody struct {
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Detail  string   `json:"detail,omitempty"`
+	Errors  []Reason `json:"errors,omitempty"`
 }
