@@ -194,3 +194,33 @@ type MessageStatus struct {
 	Attempts int           `json:"attempts"`
 	History  []StateChange `json:"history"`
 }
+
+// AccountRequest is the body of POST /v1/admin/accounts (create; ID is
+// optional, a UUID is made when empty) and PUT /v1/admin/accounts/{account}
+// (update of the descriptive fields; Certificates must be empty there, use
+// the certs endpoints).
+type AccountRequest struct {
+	ID           string   `json:"id,omitempty"`
+	Name         string   `json:"name"`
+	OrgNumber    string   `json:"org_number"`
+	Municipality string   `json:"municipality,omitempty"`
+	Service      string   `json:"service,omitempty"`
+	Types        []string `json:"types"`
+	Certificates []string `json:"certificates,omitempty"` // PEM, one certificate each
+}
+
+// CertificateRequest is the body of POST /v1/admin/accounts/{account}/certs.
+type CertificateRequest struct {
+	PEM string `json:"pem"`
+}
+
+// Notice items: a MailboxItem of KindNotice has Routing.ID = the notice id
+// (NoticeClaims.ID, the id to ack), Routing.InReplyTo = the message it is
+// about, and From/To/Type/Digest/Expires copied from that message.
+
+// PathAdminAccounts and PathAdminMessages are the operator endpoints under
+// PathAdmin.
+const (
+	PathAdminAccounts = "/v1/admin/accounts"
+	PathAdminMessages = "/v1/admin/messages"
+)

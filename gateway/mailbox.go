@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/store"
+	"github.com/kurer/kurer/internal/errs"
+)
+
+const defaultPollItems = 10
+
+// handlePoll is GET /v1/mailbox?wait=30s&max=N: a long poll that leases up to
+// max items and answers as soon as there is at least one, or after wait.
+func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request, account string) {
+	q := r.URL.Query()
+	wait := time.Duration(0)
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			s.fail(w, r, errs.Newf(errs.BadRequest, "wait must be a duration such as 30s"))
+			return
+		}
+		wait = min(d, s.cfg.MaxPollWait)
+	}
+	max := defaultPollItems
+	if v := q.Get("max"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			s.fail(w, r, errs.Newf(errs.BadRequest, "max must be a positive number"))
+			return
+		}
+		max = min(n, s.cfg.MaxPollItems)
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + s.cfg.BodyIdleTimeout))
+	var timer <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timer = t.C
+	}
+	ctx := r.Context()
+	for {
+		woken := s.q.Wait(account)
+		now := s.now()
+		items, err := s.q.Lease(ctx, account, max, now, now.Add(s.cfg.LeaseTimeout))
+		if err != nil {
+			s.fail(w, r, errs.New(errs.Internal, err))
+			return
+		}
+		if len(items) > 0 || timer == nil {
+			s.answerPoll(w, r, account, items)
+			return
+		}
+		select {
+		case <-woken:
+		case <-timer:
+			s.answerPoll(w, r, account, nil)
+			return
+		case <-s.stopping:
+			s.answerPoll(w, r, account, nil)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account string, items []store.Item) {
+	out := api.MailboxResponse{Items: make([]api.MailboxItem, 0, len(items))}
+	var audits []auditEntry
+	for _, it := range items {
+		mi := api.MailboxItem{Kind: it.Kind, Routing: it.Routing, Attempt: it.Attempts, LeaseUntil: it.LeaseUntil.UTC()}
+		if it.Kind == api.KindNotice {
+			mi.Notice = it.Receipt
+		} else {
+			s.met.transition(api.StateLeased, it.Routing.Type)
+			audits = append(audits, auditEntry{account, "message.leased", it.Routing.ID,
+				map[string]string{"attempt": strconv.Itoa(it.Attempts)}})
+		}
+		out.Items = append(out.Items, mi)
+	}
+	s.record(r.Context(), audits...)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
+}
+
+// idleWriter extends the connection's write deadline while bytes move.
+type idleWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (iw *idleWriter) Write(p []byte) (int, error) {
+	_ = iw.rc.SetWriteDeadline(time.Now().Add(iw.idle))
+	return iw.ResponseWriter.Write(p)
+}
+
+func (iw *idleWriter) Unwrap() http.ResponseWriter { return iw.ResponseWriter }
+
+// ownedMessage loads a message of the caller's mailbox.
+func (s *Server) ownedItem(r *http.Request, account string) (store.Item, error) {
+	it, err := s.st.Item(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && it.Owner != account) {
+		return it, errs.New(errs.NotFound, err)
+	}
+	if err != nil {
+		return it, errs.New(errs.Internal, err)
+	}
+	return it, nil
+}
+
+// handleContent is GET /v1/mailbox/{id}/content: the envelope bytes, with
+// Range support for resumed downloads.
+func (s *Server) handleContent(w http.ResponseWriter, r *http.Request, account string) {
+	it, err := s.ownedItem(r, account)
+	if err == nil && it.Kind != api.KindMessage {
+		err = errs.New(errs.NotFound, nil)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if store.Terminal(it.State) {
+		s.fail(w, r, errs.New(errs.NotDeliverable, nil))
+		return
+	}
+	p, err := s.st.Payload(r.Context(), it.Routing.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, errs.New(errs.NotDeliverable, err))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, errs.New(errs.Internal, err))
+		return
+	}
+	defer p.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set(api.HeaderDigest, it.Routing.Digest)
+	h.Set("ETag", `"`+strings.TrimSuffix(strings.TrimPrefix(it.Routing.Digest, "sha-256=:"), ":")+`"`)
+	h.Set("Cache-Control", "no-store")
+	iw := &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.BodyIdleTimeout}
+	http.ServeContent(iw, r, "", time.Time{}, p)
+}
+
+// handleAck is POST /v1/mailbox/{id}/ack.
+func (s *Server) handleAck(w http.ResponseWriter, r *http.Request, account string) {
+	it, err := s.ownedItem(r, account)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.now().UTC()
+	var n *store.Notice
+	if it.Kind == api.KindMessage && !store.Terminal(it.State) {
+		if n, err = s.signer.notice(it.Routing, api.EventDelivered, "", "", now); err != nil {
+			s.fail(w, r, errs.New(errs.Internal, err))
+			return
+		}
+	}
+	got, err := s.q.Ack(r.Context(), account, it.Routing.ID, now, n)
+	if err != nil {
+		s.fail(w, r, queueErr(err))
+		return
+	}
+	if it.Kind == api.KindMessage && !store.Terminal(it.State) && got.State == api.StateDelivered {
+		s.met.transition(api.StateDelivered, it.Routing.Type)
+		s.met.latency.Observe(now.Sub(it.AcceptedAt).Seconds())
+		s.met.attempts.Observe(float64(got.Attempts))
+		s.record(r.Context(), auditEntry{account, "message.delivered", it.Routing.ID, map[string]string{"notice": n.ID}})
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var reReason = regexp.MustCompile(`^[a-z0-9_.]{1,64}$`)
+
+// handleReject is POST /v1/mailbox/{id}/reject.
+func (s *Server) handleReject(w http.ResponseWriter, r *http.Request, account string) {
+	var req api.RejectRequest
+	if err := decodeJSON(w, r, &req, 8<<10); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !reReason.MatchString(req.Reason) || len(req.Detail) > 500 || !utf8.ValidString(req.Detail) {
+		s.fail(w, r, errs.Newf(errs.BadRequest, "reason must be a code ([a-z0-9_.], at most 64) and detail at most 500 bytes"))
+		return
+	}
+	it, err := s.ownedItem(r, account)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if it.Kind != api.KindMessage {
+		s.fail(w, r, errs.Newf(errs.BadRequest, "notices are acked, not rejected"))
+		return
+	}
+	now := s.now().UTC()
+	n, err := s.signer.notice(it.Routing, api.EventRejected, req.Reason, req.Detail, now)
+	if err != nil {
+		s.fail(w, r, errs.New(errs.Internal, err))
+		return
+	}
+	got, err := s.q.Reject(r.Context(), account, it.Routing.ID, now, req.Reason, req.Detail, n)
+	if err != nil {
+		s.fail(w, r, queueErr(err))
+		return
+	}
+	if !store.Terminal(it.State) && got.State == api.StateRejected {
+		s.met.transition(api.StateRejected, it.Routing.Type)
+		s.record(r.Context(), auditEntry{account, "message.rejected", it.Routing.ID, map[string]string{"reason": req.Reason, "notice": n.ID}})
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func queueErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errs.New(errs.NotFound, err)
+	case errors.Is(err, store.ErrState):
+		return errs.New(errs.NotDeliverable, err)
+	}
+	return errs.New(errs.Internal, err)
+}

@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the gateway's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg          *prometheus.Registry
+	transitions  *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
+	latency      prometheus.Histogram
+	attempts     prometheus.Histogram
+	released     prometheus.Counter
+	auditErrors  prometheus.Counter
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+
+	seenMu   sync.Mutex
+	lastSeen map[string]int64 // account -> unix seconds
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kurer_gateway_transitions_total", Help: "Message state transitions, by new state and message type.",
+		}, []string{"state", "type"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kurer_gateway_submit_refusals_total", Help: "Submits refused, by error code.",
+		}, []string{"code"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kurer_gateway_auth_failures_total", Help: "Token requests refused, by error code.",
+		}, []string{"code"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kurer_gateway_delivery_latency_seconds", Help: "Time from accept to the receiver's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 12),
+		}),
+		attempts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kurer_gateway_delivery_attempts", Help: "Deliveries (leases) a message took until delivered or dead-lettered.",
+			Buckets: []float64{1, 2, 3, 5, 10, 20},
+		}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kurer_gateway_lease_timeouts_total", Help: "Leases that ended without ack and returned the message to its mailbox.",
+		}),
+		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kurer_gateway_audit_errors_total", Help: "Audit records that could not be written.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kurer_gateway_http_requests_total", Help: "HTTP requests by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kurer_gateway_http_request_duration_seconds", Help: "HTTP request duration by route.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"route"}),
+		lastSeen: map[string]int64{},
+	}
+	m.reg.MustRegister(m.transitions, m.refusals, m.authFailures, m.latency, m.attempts, m.released,
+		m.auditErrors, m.requests, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{s: s, m: m})
+	return m
+}
+
+func (m *metrics) transition(state, typ string) { m.transitions.WithLabelValues(state, typ).Inc() }
+
+func (m *metrics) seen(account string, t time.Time) {
+	m.seenMu.Lock()
+	m.lastSeen[account] = t.Unix()
+	m.seenMu.Unlock()
+}
+
+var (
+	descMessages = prometheus.NewDesc("kurer_gateway_messages", "Message records by state and type (terminal ones until purged).", []string{"state", "type"}, nil)
+	descDepth    = prometheus.NewDesc("kurer_gateway_mailbox_depth", "Items (messages and notices) waiting or leased, per mailbox.", []string{"account"}, nil)
+	descOldest   = prometheus.NewDesc("kurer_gateway_mailbox_oldest_age_seconds", "Age of the oldest waiting or leased item, per mailbox.", []string{"account"}, nil)
+	descSeen     = prometheus.NewDesc("kurer_gateway_agent_last_seen_timestamp_seconds", "Last authenticated request of an account's agent.", []string{"account"}, nil)
+)
+
+// stateCollector reads gauges from storage at scrape time.
+type stateCollector struct {
+	s *Server
+	m *metrics
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMessages
+	ch <- descDepth
+	ch <- descOldest
+	ch <- descSeen
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if counts, err := c.s.st.CountByState(ctx); err == nil {
+		for state, byType := range counts {
+			for typ, n := range byType {
+				ch <- prometheus.MustNewConstMetric(descMessages, prometheus.GaugeValue, float64(n), state, typ)
+			}
+		}
+	}
+	now := c.s.now()
+	if boxes, err := c.s.q.Mailboxes(ctx); err == nil {
+		for _, b := range boxes {
+			ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(b.Depth), b.Account)
+			ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, now.Sub(b.Oldest).Seconds(), b.Account)
+		}
+	}
+	c.m.seenMu.Lock()
+	for a, t := range c.m.lastSeen {
+		ch <- prometheus.MustNewConstMetric(descSeen, prometheus.GaugeValue, float64(t), a)
+	}
+	c.m.seenMu.Unlock()
+}
+
+// statusRecorder captures the status code for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// instrument counts requests by route pattern and status, and sets the
+// default per-request deadlines (handlers that stream extend them).
+func (s *Server) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(start.Add(s.cfg.BodyIdleTimeout))
+		_ = rc.SetWriteDeadline(start.Add(s.cfg.BodyIdleTimeout))
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		code := rec.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.met.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		s.met.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.met.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	return mux
+}

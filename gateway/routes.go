@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/store"
+	"github.com/kurer/kurer/internal/errs"
+)
+
+// apiRoutes are the agents' routes (method + pattern), for the handler and
+// for the test that checks every route is in openapi.yaml.
+func (s *Server) apiRoutes() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"POST " + api.PathToken:                    s.handleToken,
+		"GET " + api.PathJWKS:                      s.handleJWKS,
+		"GET " + api.PathAccounts:                  s.authed(s.handleLookup),
+		"GET " + api.PathAccount + "{account}":     s.authed(s.handleAccountGet),
+		"PUT " + api.PathMessages + "{id}":         s.authed(s.handleSubmit),
+		"HEAD " + api.PathMessages + "{id}":        s.authed(s.handleUploadOffset),
+		"GET " + api.PathMessages + "{id}/status":  s.authed(s.handleStatus),
+		"GET " + api.PathMailbox:                   s.authed(s.handlePoll),
+		"GET " + api.PathMailbox + "/{id}/content": s.authed(s.handleContent),
+		"POST " + api.PathMailbox + "/{id}/ack":    s.authed(s.handleAck),
+		"POST " + api.PathMailbox + "/{id}/reject": s.authed(s.handleReject),
+		"GET " + api.PathHealth:                    s.handleHealth,
+		"GET " + api.PathReady:                     s.handleReady,
+		"GET " + api.PathOpenAPI:                   s.handleOpenAPI,
+	}
+}
+
+// adminRoutes are the operators' routes.
+func (s *Server) adminRoutes() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"POST " + api.PathAdminAccounts:                                      s.operator(s.handleAccountCreate),
+		"GET " + api.PathAdminAccounts:                                       s.operator(s.handleAccountList),
+		"GET " + api.PathAdminAccounts + "/{account}":                        s.operator(s.handleAccountShow),
+		"PUT " + api.PathAdminAccounts + "/{account}":                        s.operator(s.handleAccountUpdate),
+		"DELETE " + api.PathAdminAccounts + "/{account}":                     s.operator(s.handleAccountDelete),
+		"POST " + api.PathAdminAccounts + "/{account}/certs":                 s.operator(s.handleCertAdd),
+		"DELETE " + api.PathAdminAccounts + "/{account}/certs/{fingerprint}": s.operator(s.handleCertRemove),
+		"GET " + api.PathAdminMessages:                                       s.operator(s.handleAdminMessages),
+	}
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.fail(w, r, errs.New(errs.NotFound, nil))
+}
+
+func (s *Server) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	for p, h := range s.apiRoutes() {
+		mux.HandleFunc(p, h)
+	}
+	if s.adminLn == nil {
+		for p, h := range s.adminRoutes() {
+			mux.HandleFunc(p, h)
+		}
+	} else {
+		// Operator endpoints live on the admin listener only.
+		mux.HandleFunc(api.PathAdmin, func(w http.ResponseWriter, r *http.Request) {
+			s.fail(w, r, errs.New(errs.OperatorOnly, nil))
+		})
+	}
+	mux.HandleFunc("/", s.notFound)
+	return s.instrument(mux)
+}
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	for p, h := range s.adminRoutes() {
+		mux.HandleFunc(p, h)
+	}
+	mux.HandleFunc("GET "+api.PathHealth, s.handleHealth)
+	mux.HandleFunc("GET "+api.PathReady, s.handleReady)
+	mux.HandleFunc("/", s.notFound)
+	return s.instrument(mux)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	if !s.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(OpenAPI)
+}
+
+func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(s.signer.jwks)
+}
+
+// handleAdminMessages is GET /v1/admin/messages?state=&account=&type=&older_than=&limit=.
+func (s *Server) handleAdminMessages(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.MessageFilter{State: q.Get("state"), Account: q.Get("account"), Type: q.Get("type"), Limit: 1000}
+	if v := q.Get("older_than"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			s.fail(w, r, errs.Newf(errs.BadRequest, "older_than must be a duration such as 1h"))
+			return
+		}
+		f.OlderThan = s.now().Add(-d)
+	}
+	items, err := s.st.Messages(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, errs.New(errs.Internal, err))
+		return
+	}
+	out := make([]api.MessageStatus, 0, len(items))
+	for _, it := range items {
+		out = append(out, toStatus(it))
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,340 @@
+// Package gateway is kurer's central broker: it authenticates agents, takes
+// their envelopes (ciphertext only) durably, offers them to the receiver's
+// mailbox, and tells senders what happened with gateway-signed notices in
+// their own mailbox. See docs/gateway.md for operations and
+// gateway/openapi.yaml for the HTTP API.
+//
+// The Server owns three listeners: the agents' HTTPS API (Addr), the
+// operators' HTTPS admin API (AdminAddr) and plain-HTTP Prometheus metrics
+// with health endpoints (MetricsAddr). Storage is pluggable behind
+// gateway/store; the default is gateway/store/bolt in Config.DataDir.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kurer/kurer/gateway/store"
+	"github.com/kurer/kurer/gateway/store/bolt"
+	"github.com/kurer/kurer/internal/audit"
+	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/pki"
+)
+
+// OpenAPI is the HTTP API description, served at api.PathOpenAPI.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
+// Option adjusts New.
+type Option func(*options)
+
+type options struct {
+	st    store.Store
+	q     store.Queue
+	now   func() time.Time
+	audit *audit.Log
+}
+
+// WithBackend makes the server use st and q instead of opening the bbolt
+// backend in Config.DataDir. The server closes st when it stops.
+func WithBackend(st store.Store, q store.Queue) Option {
+	return func(o *options) { o.st, o.q = st, q }
+}
+
+// WithClock sets the clock (tests).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// Server is a running gateway.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	st     store.Store
+	q      store.Queue
+	audit  *audit.Log
+	signer *signer
+	trust  *x509.CertPool
+	opHash []byte
+	tokens *tokenCache
+	met    *metrics
+	now    func() time.Time
+
+	tlsCfg                 *tls.Config
+	ln, adminLn, metricsLn net.Listener
+
+	uploadsMu sync.Mutex
+	uploads   map[string]bool // ids with an upload in progress
+
+	ready     atomic.Bool
+	stopping  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+}
+
+// New builds a gateway from a validated cfg: it loads keys and trust roots,
+// opens storage and the audit log, and binds the listeners (so Addr is
+// known before Run).
+func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	o := options{now: time.Now}
+	for _, f := range opts {
+		f(&o)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg: cfg, log: logger, now: o.now,
+		tokens:   newTokenCache(),
+		uploads:  map[string]bool{},
+		stopping: make(chan struct{}),
+	}
+	var cleanup []func() error
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				_ = cleanup[i]()
+			}
+		}
+	}()
+
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	s.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	var roots []*x509.Certificate
+	for _, p := range cfg.TrustRoots {
+		cs, err := pki.LoadCerts(p)
+		if err != nil {
+			return nil, fmt.Errorf("trust roots: %w", err)
+		}
+		roots = append(roots, cs...)
+	}
+	if s.trust, err = pki.TrustPool(roots, cfg.Dev); err != nil {
+		return nil, fmt.Errorf("trust roots: %w", err)
+	}
+	key, err := pki.LoadKey(cfg.SigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if s.signer, err = newSigner(key, cfg.ID); err != nil {
+		return nil, err
+	}
+	s.opHash, _ = hex.DecodeString(cfg.OperatorTokenSHA256)
+
+	if o.st != nil {
+		s.st, s.q = o.st, o.q
+	} else {
+		b, err := bolt.Open(filepath.Join(cfg.DataDir, "store"), bolt.Options{})
+		if err != nil {
+			return nil, err
+		}
+		s.st, s.q = b, b
+	}
+	cleanup = append(cleanup, s.st.Close)
+	if s.audit, err = audit.Open(cfg.AuditLog, audit.Options{}); err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	cleanup = append(cleanup, s.audit.Close)
+	s.met = newMetrics(s)
+
+	listen := func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		cleanup = append(cleanup, ln.Close)
+		return ln, nil
+	}
+	if s.ln, err = listen(cfg.Listen); err != nil {
+		return nil, err
+	}
+	if cfg.AdminListen != "off" {
+		if s.adminLn, err = listen(cfg.AdminListen); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.MetricsListen != "off" {
+		if s.metricsLn, err = listen(cfg.MetricsListen); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Addr is the agents' API listener address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// AdminAddr is the admin API listener address (nil when served on Addr).
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// MetricsAddr is the metrics listener address (nil when off).
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// JWKS returns the gateway's public JWKS document.
+func (s *Server) JWKS() []byte { return s.signer.jwks }
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		TLSConfig:         s.tlsCfg.Clone(),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// ReadTimeout and WriteTimeout stay 0: bodies of up to
+		// MaxMessageSize stream for long. Every handler sets per-request
+		// deadlines through http.ResponseController and extends them only
+		// while bytes move (BodyIdleTimeout).
+	}
+}
+
+// Run serves until ctx ends, then shuts down within ShutdownTimeout: it
+// stops accepting, wakes long polls, waits for requests in flight, stops the
+// sweeper and closes storage and the audit log.
+func (s *Server) Run(ctx context.Context) error {
+	api := s.newHTTPServer(s.apiHandler())
+	servers := []*http.Server{api}
+	errc := make(chan error, 3)
+	serve := func(srv *http.Server, ln net.Listener, useTLS bool) {
+		var err error
+		if useTLS {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	go serve(api, s.ln, true)
+	if s.adminLn != nil {
+		admin := s.newHTTPServer(s.adminHandler())
+		servers = append(servers, admin)
+		go serve(admin, s.adminLn, true)
+	}
+	if s.metricsLn != nil {
+		m := s.newHTTPServer(s.metricsHandler())
+		servers = append(servers, m)
+		go serve(m, s.metricsLn, false)
+	}
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweeper(sweepCtx)
+	}()
+	s.ready.Store(true)
+	s.log.Info("gateway started", "addr", s.Addr().String(), "admin", fmt.Sprint(s.AdminAddr()), "metrics", fmt.Sprint(s.MetricsAddr()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		s.log.Error("listener failed", "err", runErr)
+	}
+	s.ready.Store(false)
+	close(s.stopping)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			_ = srv.Close()
+		}
+	}
+	stopSweep()
+	s.wg.Wait()
+	if err := s.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	s.log.Info("gateway stopped")
+	return runErr
+}
+
+// Close releases storage, the audit log and the listeners. Run calls it;
+// call it directly only for a server that was never run. Idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		for _, ln := range []net.Listener{s.ln, s.adminLn, s.metricsLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		s.closeErr = errors.Join(s.st.Close(), s.audit.Close())
+	})
+	return s.closeErr
+}
+
+// record appends audit records concurrently (they share one fsync) and
+// logs failures; the state change itself is already durable.
+func (s *Server) record(ctx context.Context, entries ...auditEntry) {
+	ctx = context.WithoutCancel(ctx)
+	if len(entries) == 1 {
+		e := entries[0]
+		if _, err := s.audit.Append(ctx, e.actor, e.action, e.subject, e.attrs); err != nil {
+			s.met.auditErrors.Inc()
+			s.log.Error("audit append failed", "action", e.action, "subject", e.subject, "err", err)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.record(ctx, e)
+		}()
+	}
+	wg.Wait()
+}
+
+type auditEntry struct {
+	actor, action, subject string
+	attrs                  map[string]string
+}
+
+// operatorOK reports whether token is the operator credential.
+func (s *Server) operatorOK(token string) bool {
+	sum := sha256.Sum256([]byte(token))
+	return len(s.opHash) == 32 && subtleEqual(sum[:], s.opHash)
+}
+
+// fail writes err as a JSON error and logs its internal cause.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := errs.CodeOf(err)
+	if code.Status() >= 500 {
+		s.log.Error("request failed", "route", r.Pattern, "code", string(code), "err", err)
+	} else {
+		s.log.Debug("request refused", "route", r.Pattern, "code", string(code), "err", err)
+	}
+	errs.Write(w, err)
+}

@@ -1,0 +1,127 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/store"
+)
+
+const sweepBatch = 500
+
+// sweeper runs every SweepInterval until ctx ends: it returns ended leases
+// to their mailboxes (or dead-letters a message out of attempts), expires
+// every message past its expiry wherever it sits, purges old records and
+// forgets old access tokens.
+func (s *Server) sweeper(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		s.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweep runs one pass; each transition is its own store transaction, so a
+// crash in between loses nothing (the next pass finds what is left).
+func (s *Server) sweep(ctx context.Context) {
+	now := s.now().UTC()
+	for {
+		due, err := s.q.DueLeases(ctx, now, sweepBatch)
+		if err != nil {
+			s.log.Error("sweep leases", "err", err)
+			break
+		}
+		for _, it := range due {
+			s.endLease(ctx, it, now)
+		}
+		if len(due) < sweepBatch || ctx.Err() != nil {
+			break
+		}
+	}
+	for {
+		due, err := s.q.DueExpiry(ctx, now, sweepBatch)
+		if err != nil {
+			s.log.Error("sweep expiry", "err", err)
+			break
+		}
+		for _, it := range due {
+			s.expire(ctx, it, now)
+		}
+		if len(due) < sweepBatch || ctx.Err() != nil {
+			break
+		}
+	}
+	if s.cfg.RecordRetention > 0 {
+		if n, err := s.st.Purge(ctx, now.Add(-s.cfg.RecordRetention), 1000); err != nil {
+			s.log.Error("purge records", "err", err)
+		} else if n > 0 {
+			s.log.Info("purged message records", "count", n)
+			s.record(ctx, auditEntry{"gateway", "records.purged", "", map[string]string{"count": strconv.Itoa(n)}})
+		}
+	}
+	s.tokens.sweep(now.Add(-10 * time.Minute))
+}
+
+func (s *Server) endLease(ctx context.Context, it store.Item, now time.Time) {
+	if it.Kind == api.KindMessage && it.Attempts >= s.cfg.MaxAttempts {
+		n, err := s.signer.notice(it.Routing, api.EventFailed, "max_attempts",
+			"not acknowledged after "+strconv.Itoa(it.Attempts)+" deliveries", now)
+		if err != nil {
+			s.log.Error("sign failed notice", "err", err)
+			return
+		}
+		err = s.q.DeadLetter(ctx, it.Routing.ID, it.LeaseUntil, now, n)
+		if errors.Is(err, store.ErrStale) {
+			return
+		}
+		if err != nil {
+			s.log.Error("dead-letter", "id", it.Routing.ID, "err", err)
+			return
+		}
+		s.met.transition(api.StateDeadLettered, it.Routing.Type)
+		s.met.attempts.Observe(float64(it.Attempts))
+		s.log.Warn("message dead-lettered", "id", it.Routing.ID, "attempts", it.Attempts)
+		s.record(ctx, auditEntry{"gateway", "message.dead_lettered", it.Routing.ID,
+			map[string]string{"attempts": strconv.Itoa(it.Attempts), "notice": n.ID}})
+		return
+	}
+	err := s.q.Release(ctx, it.Routing.ID, it.LeaseUntil, now)
+	if errors.Is(err, store.ErrStale) {
+		return
+	}
+	if err != nil {
+		s.log.Error("release lease", "id", it.Routing.ID, "err", err)
+		return
+	}
+	if it.Kind == api.KindMessage {
+		s.met.released.Inc()
+		s.record(ctx, auditEntry{"gateway", "message.lease_expired", it.Routing.ID,
+			map[string]string{"attempt": strconv.Itoa(it.Attempts)}})
+	}
+}
+
+func (s *Server) expire(ctx context.Context, it store.Item, now time.Time) {
+	n, err := s.signer.notice(it.Routing, api.EventExpired, "expired", "", now)
+	if err != nil {
+		s.log.Error("sign expired notice", "err", err)
+		return
+	}
+	err = s.q.Expire(ctx, it.Routing.ID, now, n)
+	if errors.Is(err, store.ErrStale) {
+		return
+	}
+	if err != nil {
+		s.log.Error("expire", "id", it.Routing.ID, "err", err)
+		return
+	}
+	s.met.transition(api.StateExpired, it.Routing.Type)
+	s.record(ctx, auditEntry{"gateway", "message.expired", it.Routing.ID, map[string]string{"notice": n.ID}})
+}
