@@ -379,7 +379,7 @@ func (o *sendOptions) run(cmd *cobra.Command, args []string) error {
 			progressbar.OptionShowBytes(true),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(cmd.ErrOrStderr()) }),
 		)
 		req.Progress = func(sent, _ int64) { _ = bar.Set64(sent) }
 	}

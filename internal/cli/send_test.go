@@ -278,3 +278,23 @@ func TestSendWaitIsPrompt(t *testing.T) {
 		t.Fatal("waiter did not finish")
 	}
 }
+
+func TestSendProgressBar(t *testing.T) {
+	a, url := newScriptAgent(t)
+	dir, _ := writeCase(t)
+	args := []string{"send", "--agent", url, "--token-file", a.tokenFile(t), "--to", "0301", "--type", "T",
+		"--metadata", filepath.Join(dir, "case.json")}
+	// Not a terminal: no bar by default.
+	_, stderr, code := runCLI(t.Context(), append(args, dir)...)
+	if code != ExitOK || stderr != "" {
+		t.Fatalf("exit %d, stderr %q (want no bar)", code, stderr)
+	}
+	// Forced: the bar is drawn on stderr and reaches the total.
+	_, stderr, code = runCLI(t.Context(), append(args, "--progress", "always", dir)...)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "sending 2 file(s)") || !strings.Contains(stderr, "100%") {
+		t.Fatalf("no complete progress bar on stderr: %q", stderr)
+	}
+}
