@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"sync"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -691,15 +692,28 @@ func decryptContent(ctx interface{ Err() error }, c *cmsReader, cc contentCipher
 }
 
 // cmsWriter encrypts what is written to it into a streamed CMS envelope.
+// Write only copies into a batch buffer; a second goroutine encrypts full
+// batches and writes them out, so hashing and ZIP work on the caller's side
+// overlap with encryption and the write system calls.
 type cmsWriter struct {
 	w    *bufio.Writer
 	cc   contentCipher
 	g    *gcmStream
 	buf  []byte
 	hdr  []byte
-	err  error
 	done bool
+	// pipeline
+	work chan []byte
+	free chan []byte
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	werr error
 }
+
+const (
+	batchSize  = 4 * chunkSize // bytes handed to the encrypting goroutine at once
+	batchCount = 4             // batches in flight: memory is batchCount*batchSize
+)
 
 // newCMSWriter writes the envelope header to dst and returns the writer for
 // the plaintext (the container).
@@ -772,7 +786,12 @@ func newCMSWriter(dst io.Writer, profile Profile, recipients []*x509.Certificate
 	h = append(h, algDER...)
 	h = append(h, 0xa0, 0x80)
 
-	cw := &cmsWriter{w: bufio.NewWriterSize(dst, 256<<10), buf: make([]byte, 0, chunkSize+16), hdr: make([]byte, 0, 8)}
+	cw := &cmsWriter{w: bufio.NewWriterSize(dst, 256<<10), hdr: make([]byte, 0, 8),
+		work: make(chan []byte, batchCount), free: make(chan []byte, batchCount)}
+	for range batchCount - 1 {
+		cw.free <- make([]byte, 0, batchSize+16)
+	}
+	cw.buf = make([]byte, 0, batchSize+16)
 	if profile == ProfileGCM {
 		g, err := newGCMStream(cek, iv)
 		if err != nil {
@@ -789,6 +808,8 @@ func newCMSWriter(dst io.Writer, profile Profile, recipients []*x509.Certificate
 	if _, err := cw.w.Write(h); err != nil {
 		return nil, &Error{Reason: ReasonIO, Err: err}
 	}
+	cw.wg.Add(1)
+	go cw.run()
 	return cw, nil
 }
 
@@ -804,37 +825,90 @@ func (cw *cmsWriter) chunk(p []byte) error {
 	return err
 }
 
+func (cw *cmsWriter) err() error {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return cw.werr
+}
+
+// run encrypts and writes batches until work is closed. After an error it
+// keeps draining so that Write never blocks.
+func (cw *cmsWriter) run() {
+	defer cw.wg.Done()
+	for b := range cw.work {
+		if cw.err() == nil {
+			for off := 0; off < len(b); off += chunkSize {
+				if err := cw.chunk(cw.cc.process(b[off : off+chunkSize])); err != nil {
+					cw.mu.Lock()
+					cw.werr = &Error{Reason: ReasonIO, Err: err}
+					cw.mu.Unlock()
+					break
+				}
+			}
+		}
+		cw.free <- b[:0]
+	}
+}
+
 func (cw *cmsWriter) Write(p []byte) (int, error) {
-	if cw.err != nil {
-		return 0, cw.err
+	if err := cw.err(); err != nil {
+		return 0, err
+	}
+	if cw.done {
+		return 0, errors.New("cms writer closed")
 	}
 	n := 0
 	for len(p) > 0 {
-		k := copy(cw.buf[len(cw.buf):chunkSize], p)
+		k := copy(cw.buf[len(cw.buf):batchSize], p)
 		cw.buf = cw.buf[:len(cw.buf)+k]
 		p = p[k:]
 		n += k
-		if len(cw.buf) == chunkSize {
-			if err := cw.chunk(cw.cc.process(cw.buf)); err != nil {
-				cw.err = &Error{Reason: ReasonIO, Err: err}
-				return n, cw.err
+		if len(cw.buf) == batchSize {
+			cw.work <- cw.buf
+			cw.buf = <-cw.free
+			if err := cw.err(); err != nil {
+				return n, err
 			}
-			cw.buf = cw.buf[:0]
 		}
 	}
 	return n, nil
 }
 
+// abort stops the encrypting goroutine without finishing the envelope.
+func (cw *cmsWriter) abort() {
+	if !cw.done {
+		cw.done = true
+		close(cw.work)
+		cw.wg.Wait()
+	}
+}
+
 // Close writes the last chunk, the mac and the end of every element.
 func (cw *cmsWriter) Close() error {
-	if cw.err != nil {
-		return cw.err
-	}
 	if cw.done {
-		return nil
+		return cw.err()
 	}
 	cw.done = true
-	out, err := cw.cc.final(cw.buf)
+	close(cw.work)
+	cw.wg.Wait()
+	if err := cw.err(); err != nil {
+		return err
+	}
+	// the tail: full chunks, then the final (partial or padded) one
+	b := cw.buf
+	for len(b) > chunkSize {
+		if err := cw.chunk(cw.cc.process(b[:chunkSize])); err != nil {
+			return &Error{Reason: ReasonIO, Err: err}
+		}
+		b = b[chunkSize:]
+	}
+	if len(b) == chunkSize {
+		if err := cw.chunk(cw.cc.process(b)); err != nil {
+			return &Error{Reason: ReasonIO, Err: err}
+		}
+		b = b[chunkSize:]
+	}
+	out, err := cw.cc.final(b)
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,7 @@ func seal(ctx context.Context, dst io.Writer, m *Manifest, files []File, o SealO
 	if err != nil {
 		return err
 	}
+	defer cw.abort()
 	zw := zip.NewWriter(cw)
 	// mimetype: first, stored, no extra field, no data descriptor.
 	mw, err := zw.CreateRaw(&zip.FileHeader{

@@ -138,9 +138,6 @@ func runEnvelopeSeal(cmd *cobra.Command, o envelopeSealOptions, paths []string) 
 		}
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("seal: %w", err)
-	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
