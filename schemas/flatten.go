@@ -98,13 +98,13 @@ func flatten(e *jsonschema.ValidationError, out []FieldError) []FieldError {
 			out = append(out, FieldError{loc, CodeFormat, "is not a valid " + k.Want})
 		}
 	case *kind.MinLength:
-		out = append(out, FieldError{loc, CodeMinLength, fmt.Sprintf("must be at least %d characters", k.Want)})
+		out = append(out, FieldError{loc, CodeMinLength, "must be at least " + plural(k.Want, "character") + " long"})
 	case *kind.MaxLength:
-		out = append(out, FieldError{loc, CodeMaxLength, fmt.Sprintf("must be at most %d characters", k.Want)})
+		out = append(out, FieldError{loc, CodeMaxLength, "must be at most " + plural(k.Want, "character") + " long"})
 	case *kind.MinItems:
-		out = append(out, FieldError{loc, CodeMinItems, fmt.Sprintf("must have at least %d items", k.Want)})
+		out = append(out, FieldError{loc, CodeMinItems, "must have at least " + plural(k.Want, "item")})
 	case *kind.MaxItems:
-		out = append(out, FieldError{loc, CodeMaxItems, fmt.Sprintf("must have at most %d items", k.Want)})
+		out = append(out, FieldError{loc, CodeMaxItems, "must have at most " + plural(k.Want, "item")})
 	case *kind.UniqueItems:
 		out = append(out, FieldError{loc, CodeUniqueItems, fmt.Sprintf("items %d and %d are equal", k.Duplicates[0], k.Duplicates[1])})
 	case *kind.Minimum:
@@ -134,4 +134,11 @@ func joinValues(vs []any) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
