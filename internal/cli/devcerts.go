@@ -78,7 +78,6 @@ asking for --key-type ecdsa-p256 together with --accounts is refused.`,
 	f.StringVar(&o.keyType, "key-type", string(pki.RSA3072), "key type of the CA and the gateway TLS certificate: rsa3072 or ecdsa-p256")
 	f.StringSliceVar(&o.gatewayHosts, "gateway-host", nil, "extra DNS names or IP addresses for the gateway TLS certificate, comma-separated")
 	f.BoolVar(&o.force, "force", false, "overwrite existing files")
-	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
@@ -90,6 +89,9 @@ type devFile struct {
 }
 
 func runDevCerts(w io.Writer, o devCertsOptions) error {
+	if o.out == "" {
+		return exitf(ExitUsage, "--out DIR is required")
+	}
 	kt := pki.KeyType(o.keyType)
 	if kt != pki.RSA3072 && kt != pki.ECDSAP256 {
 		return exitf(ExitUsage, "--key-type %q: want %s or %s", o.keyType, pki.RSA3072, pki.ECDSAP256)

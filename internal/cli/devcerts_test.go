@@ -285,7 +285,7 @@ func TestDevCertsRefusals(t *testing.T) {
 			}
 		})
 	}
-	if _, err := runDevCertsCmd(t, "--accounts", "oslo"); err == nil || !strings.Contains(err.Error(), "out") {
+	if _, err := runDevCertsCmd(t, "--accounts", "oslo"); exitCode(err) != ExitUsage || !strings.Contains(err.Error(), "--out") {
 		t.Fatalf("missing --out = %v", err)
 	}
 }
