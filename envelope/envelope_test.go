@@ -25,6 +25,8 @@ func memFile(name string, data []byte) File {
 		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
 }
 
+type pkitestAccount = pkitest.Account
+
 type fixture struct {
 	p        *pkitest.PKI
 	from, to *pkitest.Account
