@@ -172,7 +172,7 @@ func runBenchEnvelope(w io.Writer, o benchEnvelopeOptions) error {
 		"--trust", files["ca.pem"], "--dev", "--out", oursOut, oursEnv}
 	encArgs := []string{"cms", "-encrypt", "-binary", "-stream", cipherFlag, "-in", payload, "-outform", "DER", "-out", osslEnv,
 		"-recip", files["receiver.pem"], "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"}
-	decArgs := []string{"cms", "-decrypt", "-binary", "-inform", "DER", "-in", osslEnv,
+	decArgs := []string{"cms", "-decrypt", "-binary", "-stream", "-inform", "DER", "-in", osslEnv,
 		"-recip", files["receiver.pem"], "-inkey", files["receiver.key"], "-out", osslOut}
 
 	for i := 0; i < o.runs; i++ {
