@@ -14,11 +14,12 @@ var ErrUnknownType = errors.New("unknown message type")
 // added, none is renamed. docs/message-types.md lists them.
 const (
 	// Limits and syntax, checked before the JSON parser builds a value.
-	CodeTooLarge     = "too_large"     // melding.json is larger than MaxMeldingSize
-	CodeTooDeep      = "too_deep"      // JSON nesting deeper than MaxDepth
-	CodeEncoding     = "encoding"      // not valid UTF-8
-	CodeSyntax       = "syntax"        // not one well-formed JSON value
-	CodeDuplicateKey = "duplicate_key" // the same member name twice in one object
+	CodeTooLarge      = "too_large"       // melding.json is larger than MaxMeldingSize
+	CodeTooDeep       = "too_deep"        // JSON nesting deeper than MaxDepth
+	CodeEncoding      = "encoding"        // not valid UTF-8
+	CodeSyntax        = "syntax"          // not one well-formed JSON value
+	CodeDuplicateKey  = "duplicate_key"   // the same member name twice in one object
+	CodeTooManyErrors = "too_many_errors" // the last error when more than MaxErrors were found
 
 	// JSON Schema keywords.
 	CodeRequired           = "required"

@@ -34,6 +34,9 @@ import (
 const (
 	MaxMeldingSize = 1 << 20 // bytes
 	MaxDepth       = 64      // nested arrays and objects
+	// MaxErrors caps the errors of one Validate (an avvist receipt takes
+	// at most 1000 reasons); the last one then says how many were left out.
+	MaxErrors = 100
 )
 
 // TypesFile is the name of the types file in the registry's file system.
@@ -323,7 +326,8 @@ func (r *Registry) Validate(typeName string, melding []byte, files []string) err
 	return ve
 }
 
-// normalize sorts by path, then code, then message, and drops duplicates.
+// normalize sorts by path, then code, then message, drops duplicates and
+// caps the list at MaxErrors.
 func normalize(errs []FieldError) []FieldError {
 	sort.SliceStable(errs, func(i, j int) bool {
 		a, b := errs[i], errs[j]
@@ -335,5 +339,10 @@ func normalize(errs []FieldError) []FieldError {
 		}
 		return a.Message < b.Message
 	})
-	return slices.Compact(errs)
+	errs = slices.Compact(errs)
+	if len(errs) > MaxErrors {
+		more := len(errs) - (MaxErrors - 1)
+		errs = append(errs[:MaxErrors-1], FieldError{Code: CodeTooManyErrors, Message: fmt.Sprintf("%d more errors not shown", more)})
+	}
+	return errs
 }

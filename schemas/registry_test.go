@@ -280,3 +280,47 @@ func TestConcurrentValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateMaxErrors: a message with thousands of errors yields
+// MaxErrors errors, the last saying how many more there were.
+func TestValidateMaxErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"kommune":{"kommunenummer":"5001","navn":"T","orgnr":"315000009"},"periode":{"fra":"2026-01-01","til":"2026-03-31"},"hendelser":[`)
+	for i := 0; i < 500; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"x":1}`)
+	}
+	b.WriteString(`]}`)
+	err := schemas.Default().Validate(schemas.TypeRapportering, []byte(b.String()), nil)
+	var ve *schemas.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatal(err)
+	}
+	if len(ve.Errors) != schemas.MaxErrors {
+		t.Fatalf("%d errors, want %d", len(ve.Errors), schemas.MaxErrors)
+	}
+	last := ve.Errors[len(ve.Errors)-1]
+	// 500 items x (4 required + 1 unknown field) = 2500; 99 shown.
+	if last.Code != schemas.CodeTooManyErrors || last.Message != "2401 more errors not shown" {
+		t.Fatalf("last error %+v", last)
+	}
+}
+
+func BenchmarkValidate(b *testing.B) {
+	reg := schemas.Default()
+	dir := filepath.Join(casesDir, "sak-overforing")
+	melding, err := os.ReadFile(filepath.Join(dir, schemas.MeldingFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	files := payloadFiles(b, dir)
+	b.SetBytes(int64(len(melding)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := reg.Validate(schemas.TypeSakOverforing, melding, files); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
