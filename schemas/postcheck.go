@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // The checks after the schema: what JSON Schema cannot say. They run on
@@ -107,12 +109,14 @@ var typeChecks = map[string]func(doc any) []FieldError{
 }
 
 // checkFiles cross-checks the type's document list with the envelope's
-// payload file names, both ways, and the required files and payload.
+// payload file names, both ways, and the required files and payload. Names
+// are compared in Unicode NFC, as the envelope stores them, so a list
+// written with decomposed æøå still matches.
 func checkFiles(info *TypeInfo, doc any, files []string) []FieldError {
 	var out []FieldError
 	present := map[string]bool{}
 	for _, f := range files {
-		if f != MeldingFile {
+		if f = norm.NFC.String(f); f != MeldingFile {
 			present[f] = true
 		}
 	}
@@ -121,6 +125,7 @@ func checkFiles(info *TypeInfo, doc any, files []string) []FieldError {
 	}
 	allowed := map[string]bool{}
 	for _, f := range info.RequiredFiles {
+		f = norm.NFC.String(f)
 		allowed[f] = true
 		if !present[f] {
 			out = append(out, FieldError{"", CodeRequiredFile, "the required payload file " + strconv.Quote(f) + " is missing"})
@@ -133,6 +138,7 @@ func checkFiles(info *TypeInfo, doc any, files []string) []FieldError {
 			if !ok {
 				continue
 			}
+			f = norm.NFC.String(f)
 			p := info.DocumentList + "/" + strconv.Itoa(i) + "/fil"
 			if listed[f] {
 				out = append(out, FieldError{p, CodeDuplicateFile, "the file is already named by an earlier entry"})

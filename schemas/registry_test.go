@@ -324,3 +324,30 @@ func BenchmarkValidate(b *testing.B) {
 		}
 	}
 }
+
+// TestFileNamesNFC: the document list and the envelope's names are compared
+// in NFC (the envelope normalises names; a list may come decomposed).
+func TestFileNamesNFC(t *testing.T) {
+	reg := schemas.Default()
+	b, err := os.ReadFile(filepath.Join(casesDir, "bekymringsmelding", schemas.MeldingFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfd := "vedlegg/bre\u0301v fra bo\u0308rn a\u030a.txt" // é, ö, å decomposed
+	nfc := "vedlegg/brév fra börn å.txt"
+	m := strings.Replace(string(b), `"journalnotat-helsestasjon.txt"`, strconvQuote(nfd), 1)
+	if err := reg.Validate(schemas.TypeBekymringsmelding, []byte(m), []string{nfc}); err != nil {
+		t.Fatalf("NFD list vs NFC file: %v", err)
+	}
+	m = strings.Replace(string(b), `"journalnotat-helsestasjon.txt"`, strconvQuote(nfc), 1)
+	if err := reg.Validate(schemas.TypeBekymringsmelding, []byte(m), []string{nfd}); err != nil {
+		t.Fatalf("NFC list vs NFD file: %v", err)
+	}
+	assertOnly(t, reg.Validate(schemas.TypeBekymringsmelding, []byte(m), []string{"vedlegg/brev fra born a.txt"}),
+		schemas.CodeDocumentMissing, schemas.CodeFileUnlisted)
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
