@@ -14,13 +14,15 @@ import (
 
 const casesDir = "../examples/cases"
 
+type caseEntry struct {
+	Dir  string `json:"dir"`
+	Type string `json:"type"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
 type caseIndex struct {
-	Cases []struct {
-		Dir  string `json:"dir"`
-		Type string `json:"type"`
-		From string `json:"from"`
-		To   string `json:"to"`
-	} `json:"cases"`
+	Cases []caseEntry `json:"cases"`
 }
 
 func loadIndex(tb testing.TB) caseIndex {
@@ -98,14 +100,7 @@ func TestExamplesValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.IsDir() && !slices.ContainsFunc(idx.Cases, func(c struct {
-			Dir  string `json:"dir"`
-			Type string `json:"type"`
-			From string `json:"from"`
-			To   string `json:"to"`
-		}) bool {
-			return c.Dir == e.Name()
-		}) {
+		if e.IsDir() && !slices.ContainsFunc(idx.Cases, func(c caseEntry) bool { return c.Dir == e.Name() }) {
 			t.Errorf("folder %s is not in cases.json", e.Name())
 		}
 	}

@@ -163,7 +163,17 @@ func patch(tb testing.TB, doc any, ptr string, val any, del bool) any {
 // rewrites them; review the diff.
 func TestGoldenInvalid(t *testing.T) {
 	reg := schemas.Default()
-	for _, c := range loadInvalidCases(t) {
+	cases := loadInvalidCases(t)
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.typ] = true
+	}
+	for _, ti := range reg.Types() {
+		if !covered[ti.Name] {
+			t.Errorf("type %s has no invalid case in testdata/invalid", ti.Name)
+		}
+	}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			err := reg.Validate(c.typ, c.melding, c.files)
 			var ve *schemas.ValidationError
