@@ -110,8 +110,11 @@ type benchEnvelopeResult struct {
 		Kurer   int64 `json:"kurer"`
 		OpenSSL int64 `json:"openssl"`
 	} `json:"envelope_bytes"`
-	RatioTargetMet bool `json:"ratio_target_met"`
-	RSSTargetMet   bool `json:"rss_target_met"`
+	// RatioTargetApplies: the time target is set for 100 MiB and more; below
+	// that, process start-up and the RSA operations dominate both sides.
+	RatioTargetApplies bool `json:"ratio_target_applies"`
+	RatioTargetMet     bool `json:"ratio_target_met"`
+	RSSTargetMet       bool `json:"rss_target_met"`
 }
 
 const (
@@ -203,6 +206,7 @@ func runBenchEnvelope(w io.Writer, o benchEnvelopeOptions) error {
 	}
 	res.Seal.Ratio = res.Seal.Kurer.Seconds / res.Seal.OpenSSL.Seconds
 	res.Open.Ratio = res.Open.Kurer.Seconds / res.Open.OpenSSL.Seconds
+	res.RatioTargetApplies = size >= 100<<20
 	res.RatioTargetMet = res.Seal.Ratio <= benchRatioTarget && res.Open.Ratio <= benchRatioTarget
 	res.RSSTargetMet = res.Seal.Kurer.MaxRSSKiB <= benchRSSTarget && res.Open.Kurer.MaxRSSKiB <= benchRSSTarget
 
@@ -226,8 +230,12 @@ func runBenchEnvelope(w io.Writer, o benchEnvelopeOptions) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	ratio := metWord(res.RatioTargetMet)
+	if !res.RatioTargetApplies {
+		ratio += " (no target below 100 MiB: process start-up and RSA dominate)"
+	}
 	fmt.Fprintf(w, "targets: time ratio <= %.2f: %s; kurer peak RSS <= 64 MiB: %s\n",
-		benchRatioTarget, metWord(res.RatioTargetMet), metWord(res.RSSTargetMet))
+		benchRatioTarget, ratio, metWord(res.RSSTargetMet))
 	return nil
 }
 
