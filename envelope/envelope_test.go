@@ -148,3 +148,103 @@ func TestOpenErrorsAreTyped(t *testing.T) {
 	}
 	assertEmpty(t, out)
 }
+
+func TestSealOpenECDSASigner(t *testing.T) {
+	f := newFixture(t)
+	portal := f.p.Add(t, "portal", nil, time.Time{}, time.Time{}) // ECDSA P-256
+	o := f.sealOpts(ProfileGCM)
+	o.Signer, o.SignerCert = portal.Key, portal.Cert
+	var buf bytes.Buffer
+	if err := Seal(t.Context(), &buf, testManifest(), []File{memFile("a.txt", []byte("bekymring"))}, o); err != nil {
+		t.Fatal(err)
+	}
+	oo := f.openOpts()
+	oo.SenderCerts = []*x509.Certificate{portal.Cert}
+	res, err := Open(t.Context(), bytes.NewReader(buf.Bytes()), filepath.Join(t.TempDir(), "o"), oo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.SignerCert.Equal(portal.Cert) {
+		t.Fatal("signer is not the portal")
+	}
+}
+
+func TestSealRefuses(t *testing.T) {
+	f := newFixture(t)
+	portal := f.p.Add(t, "portal", nil, time.Time{}, time.Time{}) // ECDSA: cannot receive
+	good := []File{memFile("a.txt", []byte("x"))}
+	cases := []struct {
+		name string
+		mod  func(o *SealOptions, m *Manifest) []File
+		want Reason
+	}{
+		{"ECDSA recipient", func(o *SealOptions, m *Manifest) []File { o.Recipients = []*x509.Certificate{portal.Cert}; return good }, ReasonUsage},
+		{"no recipient", func(o *SealOptions, m *Manifest) []File { o.Recipients = nil; return good }, ReasonUsage},
+		{"key not of cert", func(o *SealOptions, m *Manifest) []File { o.SignerCert = f.to.Cert; return good }, ReasonUsage},
+		{"unknown profile", func(o *SealOptions, m *Manifest) []File { o.Profile = "des"; return good }, ReasonUsage},
+		{"no type", func(o *SealOptions, m *Manifest) []File { m.Type = ""; return good }, ReasonUsage},
+		{"no files", func(o *SealOptions, m *Manifest) []File { return nil }, ReasonUsage},
+		{"reserved name", func(o *SealOptions, m *Manifest) []File { return []File{memFile("META-INF/manifest.json", nil)} }, ReasonNames},
+		{"zip slip", func(o *SealOptions, m *Manifest) []File { return []File{memFile("../x", nil)} }, ReasonNames},
+		{"too many files", func(o *SealOptions, m *Manifest) []File {
+			o.Limits.MaxFiles = 1
+			return []File{memFile("a", nil), memFile("b", nil)}
+		}, ReasonLimits},
+		{"size lies", func(o *SealOptions, m *Manifest) []File {
+			fl := memFile("a", []byte("abc"))
+			fl.Size = 2
+			return []File{fl}
+		}, ReasonIO},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := f.sealOpts(ProfileGCM)
+			m := testManifest()
+			files := tc.mod(&o, m)
+			err := Seal(t.Context(), io.Discard, m, files, o)
+			if ReasonOf(err) != tc.want {
+				t.Fatalf("got %v, want %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOpenCancelled(t *testing.T) {
+	f := newFixture(t)
+	env, _ := sealT(t, f, ProfileGCM, []File{memFile("a.bin", randBytes(300_000))})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	out := filepath.Join(t.TempDir(), "o")
+	if _, err := Open(ctx, bytes.NewReader(env), out, f.openOpts()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+	assertEmpty(t, out)
+}
+
+func TestFilesFromPaths(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "sak", "vedlegg"), 0o700)
+	os.WriteFile(filepath.Join(dir, "sak", "melding.xml"), []byte("<m/>"), 0o600)
+	os.WriteFile(filepath.Join(dir, "sak", "vedlegg", "brev.pdf"), []byte("%PDF"), 0o600)
+	os.WriteFile(filepath.Join(dir, "enkel.txt"), []byte("x"), 0o600)
+	files, err := FilesFromPaths(filepath.Join(dir, "sak"), filepath.Join(dir, "enkel.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name+"|"+f.MediaType)
+	}
+	want := "melding.xml|application/xml vedlegg/brev.pdf|application/pdf enkel.txt|text/plain; charset=utf-8"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "sak", "lenke")); err == nil {
+		if _, err := FilesFromPaths(filepath.Join(dir, "sak")); err == nil {
+			t.Fatal("symlink followed")
+		}
+	}
+	if !shouldDeflate(File{Name: "m.xml", Size: 5000}) || shouldDeflate(files[0]) || shouldDeflate(File{Name: "big.xml", Size: 100 << 20}) || shouldDeflate(File{Name: "scan.pdf", Size: 5000}) {
+		t.Fatal("store/deflate choice wrong")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -157,6 +158,16 @@ func TestWeOpenOpenSSLEnvelopes(t *testing.T) {
 			got, err := os.ReadFile(filepath.Join(out, "bilag", "dok.bin"))
 			if err != nil || !bytes.Equal(got, content) || !bytes.Equal(res.ManifestBytes, mb) {
 				t.Fatalf("opened content differs (%v)", err)
+			}
+			raw, _ := os.ReadFile(filepath.Join(work, tc.name+".der"))
+			info, err := Inspect(bytes.NewReader(raw))
+			wantProfile := ProfileGCM
+			if strings.HasPrefix(tc.name, "cbc") {
+				wantProfile = ProfileFiks
+			}
+			if err != nil || info.Profile != wantProfile || len(info.Recipients) != 1 || info.Recipients[0].OAEPHash != "sha256" ||
+				info.EnvelopeSize != int64(len(raw)) {
+				t.Fatalf("inspect: %v %+v", err, info)
 			}
 		})
 	}
