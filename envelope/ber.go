@@ -241,7 +241,6 @@ func berWalk(data []byte, d, maxDepth int, untilEOC bool) (int, error) {
 				v = v<<8 | int(data[off+i])
 			}
 			off += n
-			l = 0
 			if v > len(data)-off {
 				return 0, fail(ReasonFormat, "asn.1: length overruns data")
 			}

@@ -3,6 +3,7 @@ package envelope
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
@@ -663,9 +664,8 @@ func newDecrypter(head *cmsHead, cek []byte) (contentCipher, *gcmStream, error) 
 	return &cbcDec{m: cipher.NewCBCDecrypter(block, head.Alg.IV), out: make([]byte, 0, chunkSize+16)}, nil, nil
 }
 
-// decryptContent streams the encrypted content of c through cc into w. For
-// GCM it returns the computed tag.
-func decryptContent(ctx interface{ Err() error }, c *cmsReader, cc contentCipher, w io.Writer) error {
+// decryptContent streams the encrypted content of c through cc into w.
+func decryptContent(ctx context.Context, c *cmsReader, cc contentCipher, w io.Writer) error {
 	buf := make([]byte, chunkSize, chunkSize+16)
 	for {
 		if err := ctx.Err(); err != nil {

@@ -272,9 +272,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Err == nil {
-		return "envelope: " + string(e.Reason)
+		return string(e.Reason)
 	}
-	return "envelope: " + string(e.Reason) + ": " + e.Err.Error()
+	return string(e.Reason) + ": " + e.Err.Error()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
