@@ -137,6 +137,8 @@ func TestWeOpenOpenSSLEnvelopes(t *testing.T) {
 		{"gcm-definite", []string{"-aes-256-gcm"}},
 		{"cbc-stream", []string{"-aes-256-cbc", "-stream"}},
 		{"cbc-definite", []string{"-aes-256-cbc"}},
+		{"gcm-keyid", []string{"-aes-256-gcm", "-stream", "-keyid"}}, // recipient by subject key identifier
+		{"cbc-keyid", []string{"-aes-256-cbc", "-keyid"}},            // EnvelopedData version 2
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"cms", "-encrypt", "-binary", "-outform", "DER", "-in", "c.zip", "-out", tc.name + ".der"}, tc.args...)
