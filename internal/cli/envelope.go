@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/kurer/kurer/envelope"
@@ -84,6 +85,11 @@ func runEnvelopeSeal(cmd *cobra.Command, o envelopeSealOptions, paths []string) 
 	p := envelope.Profile(o.profile)
 	if p != envelope.ProfileGCM && p != envelope.ProfileFiks {
 		return exitf(ExitUsage, "--profile %q: want gcm or fiks", o.profile)
+	}
+	if o.id != "" {
+		if _, err := uuid.Parse(o.id); err != nil {
+			return exitf(ExitUsage, "--id %q: want a UUID", o.id)
+		}
 	}
 	m := &envelope.Manifest{ID: o.id, Type: o.msgType, From: o.from, To: o.to,
 		Conversation: o.conversation, InReplyTo: o.inRepl, Headers: o.headers}
