@@ -360,13 +360,15 @@ func TestNorwegianNamesRoundTrip(t *testing.T) {
 }
 
 func TestCleanName(t *testing.T) {
-	good := map[string]string{"a.txt": "a.txt", "dir/sub/f.pdf": "dir/sub/f.pdf", "a\u030a": "å", "..a": "..a"}
+	good := map[string]string{"a.txt": "a.txt", "dir/sub/f.pdf": "dir/sub/f.pdf", "a\u030a": "å", "..a": "..a",
+		"console.txt": "console.txt", "com10": "com10", "Brev til mor (2).pdf": "Brev til mor (2).pdf"}
 	for in, want := range good {
 		if got, err := CleanName(in, 255); err != nil || got != want {
 			t.Errorf("CleanName(%q) = %q, %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"", "..", "../a", "a/..", "a/./b", "/a", "a\\b", "a//b", "a/", "C:x", "a\x00b", "a\nb", strings.Repeat("x", 256), "\xff"} {
+	for _, bad := range []string{"", "..", "../a", "a/..", "a/./b", "/a", "a\\b", "a//b", "a/", "C:x", "a\x00b", "a\nb", strings.Repeat("x", 256), "\xff",
+		"a:b", "stream.txt:ads", "a?.txt", "dir./f", "f ", "CON", "nul.txt", "dir/LPT1.log", "com9"} {
 		if _, err := CleanName(bad, 255); ReasonOf(err) != ReasonNames {
 			t.Errorf("CleanName(%q) accepted (%v)", bad, err)
 		}

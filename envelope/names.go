@@ -10,7 +10,9 @@ import (
 
 // CleanName NFC-normalises a container name and checks it is safe: relative,
 // '/' separated, no empty, "." or ".." segments, no backslash, no control
-// characters, valid UTF-8, at most maxLen bytes. It returns the NFC form.
+// characters, valid UTF-8, at most maxLen bytes, and writable on Windows too
+// (none of <>:"|?*, no segment ending in a dot or space, no device names
+// such as CON or LPT1). It returns the NFC form.
 func CleanName(name string, maxLen int) (string, error) {
 	if !utf8.ValidString(name) {
 		return "", fail(ReasonNames, "file name is not valid UTF-8")
@@ -36,6 +38,9 @@ func CleanName(name string, maxLen int) (string, error) {
 			return "", fail(ReasonNames, "control character in file name %q", n)
 		}
 	}
+	if strings.ContainsAny(n, `<>:"|?*`) {
+		return "", fail(ReasonNames, "character not allowed on Windows in file name %q", n)
+	}
 	for _, seg := range strings.Split(n, "/") {
 		switch seg {
 		case "":
@@ -43,8 +48,33 @@ func CleanName(name string, maxLen int) (string, error) {
 		case ".", "..":
 			return "", fail(ReasonNames, "dot segment in file name %q", n)
 		}
+		if strings.HasSuffix(seg, ".") || strings.HasSuffix(seg, " ") {
+			return "", fail(ReasonNames, "path segment ending in a dot or space in file name %q", n)
+		}
+		if windowsDevice(seg) {
+			return "", fail(ReasonNames, "reserved Windows device name in file name %q", n)
+		}
 	}
 	return n, nil
+}
+
+// windowsDevice reports whether seg is a reserved device name on Windows
+// (CON, PRN, AUX, NUL, COM1-9, LPT1-9), with or without an extension.
+// Agents may run on Windows, where writing such a file opens a device.
+func windowsDevice(seg string) bool {
+	base := strings.ToUpper(seg)
+	if i := strings.IndexByte(base, '.'); i >= 0 {
+		base = base[:i]
+	}
+	base = strings.TrimRight(base, " ")
+	switch base {
+	case "CON", "PRN", "AUX", "NUL":
+		return true
+	}
+	if len(base) == 4 && (strings.HasPrefix(base, "COM") || strings.HasPrefix(base, "LPT")) && base[3] >= '1' && base[3] <= '9' {
+		return true
+	}
+	return false
 }
 
 // reservedName reports whether a payload may not use name.
