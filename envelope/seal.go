@@ -96,10 +96,14 @@ func seal(ctx context.Context, dst io.Writer, m *Manifest, files []File, o SealO
 	}
 	defer cw.abort()
 	zw := zip.NewWriter(cw)
-	// mimetype: first, stored, no extra field, no data descriptor.
+	// mimetype: first, stored, no extra field, no data descriptor. The DOS
+	// time is set directly (Modified would add an extended-timestamp extra).
+	dosDate, dosTime := dosDateTime(m.Created)
 	mw, err := zw.CreateRaw(&zip.FileHeader{
 		Name:               mimetypeName,
 		Method:             zip.Store,
+		ModifiedDate:       dosDate,
+		ModifiedTime:       dosTime,
 		CRC32:              crc32.ChecksumIEEE([]byte(MimeType)),
 		CompressedSize64:   uint64(len(MimeType)),
 		UncompressedSize64: uint64(len(MimeType)),
@@ -165,6 +169,17 @@ func seal(ctx context.Context, dst io.Writer, m *Manifest, files []File, o SealO
 		return wrapErr(ReasonIO, err)
 	}
 	return cw.Close()
+}
+
+// dosDateTime encodes t (UTC) as MS-DOS date and time fields.
+func dosDateTime(t time.Time) (date, tm uint16) {
+	t = t.UTC()
+	if t.Year() < 1980 {
+		t = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	date = uint16((t.Year()-1980)<<9 | int(t.Month())<<5 | t.Day())
+	tm = uint16(t.Hour()<<11 | t.Minute()<<5 | t.Second()/2)
+	return date, tm
 }
 
 func copyFile(ctx context.Context, w io.Writer, f File, h hash.Hash, buf []byte) (int64, error) {
