@@ -1,11 +1,55 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
-	"errors"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/pki"
 )
 
-// newGatewayClient builds the gateway client from cfg.
+// newGatewayClient builds the gateway client from cfg, signing client
+// assertions with key. tlsConf, when set (tests), replaces the roots read
+// from cfg.Gateway.CAFile.
 func newGatewayClient(cfg Config, key Key, tlsConf *tls.Config) (Gateway, error) {
-	return nil, errors.New("gateway client not available yet")
+	if tlsConf == nil && cfg.Gateway.CAFile != "" {
+		roots, err := pki.LoadCerts(cfg.Gateway.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	c, err := client.New(client.Config{
+		BaseURL:   cfg.Gateway.URL,
+		AccountID: cfg.Account,
+		Signer:    key.Signer,
+		Cert:      key.Cert,
+		TLS:       tlsConf,
+		Audience:  cfg.Gateway.Audience,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway client: %w", err)
+	}
+	return gatewayClient{c}, nil
+}
+
+// gatewayClient adapts *client.Client to the agent's Gateway interface.
+type gatewayClient struct{ *client.Client }
+
+var _ Gateway = gatewayClient{}
+
+func (g gatewayClient) Submit(ctx context.Context, r api.Routing, body *os.File) (api.SubmitResponse, error) {
+	return g.Client.Submit(ctx, r, body)
+}
+
+func (g gatewayClient) Reject(ctx context.Context, id string, r api.RejectRequest) error {
+	return g.Client.Reject(ctx, id, r.Reason, r.Detail)
 }
