@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
@@ -52,4 +53,13 @@ func (g gatewayClient) Submit(ctx context.Context, r api.Routing, body *os.File)
 
 func (g gatewayClient) Reject(ctx context.Context, id string, r api.RejectRequest) error {
 	return g.Client.Reject(ctx, id, r.Reason, r.Detail)
+}
+
+// Find accepts the agent's "municipality:NNNN" / "org:NNNNNNNNN" form (and the
+// bare digits) and asks the gateway catalog.
+func (g gatewayClient) Find(ctx context.Context, query, msgType string) (api.Account, error) {
+	if _, v, ok := strings.Cut(query, ":"); ok {
+		query = v
+	}
+	return g.Client.Find(ctx, query, msgType)
 }
