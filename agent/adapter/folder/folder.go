@@ -1,0 +1,532 @@
+// Package folder is the agent's file-system adapter: the simplest way for a
+// case system to exchange cases with kurer, through three folders.
+//
+//   - Outbox: a case is a folder holding case.json (routing: type, to, and
+//     optionally id, conversation, in_reply_to, expires), melding.json (the
+//     business message) and its documents. A case folder is picked up only
+//     when it is complete: it was moved into the outbox with an atomic
+//     rename (build it elsewhere on the same file system, or inside the
+//     outbox under a name starting with "." or ending in ".partial"), or it
+//     contains a ".ready" marker file. Sent cases move to Sent, refused ones
+//     to Failed with a kurer-error.json saying why.
+//   - Inbox: every received message appears atomically (built in a hidden
+//     temp folder, then renamed) as Inbox/<message id>/ with its files,
+//     manifest.json and signature.p7s (the sender's signed statement) and
+//     message.json (routing and the id of the mottatt receipt sent back).
+//   - Receipts: each state change of an outgoing message rewrites
+//     Receipts/<message id>.json (state, history, receipts), atomically.
+//
+// Exactly-once: before a case is handed to the agent, its message id is
+// written durably into the case folder (.kurer-id), so a crash between the
+// send and the move to Sent re-sends with the same id, which the agent
+// answers idempotently. Deliver is idempotent by message id.
+package folder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kurer/kurer/agent/adapter"
+	"github.com/kurer/kurer/agent/localapi"
+	"github.com/kurer/kurer/internal/errs"
+)
+
+// Kind is the adapter kind in agent configs.
+const Kind = "folder"
+
+// Files with a meaning in a case folder.
+const (
+	CaseFile   = "case.json"
+	ReadyFile  = ".ready"
+	IDFile     = ".kurer-id"
+	ErrorFile  = "kurer-error.json"
+	maxCaseLen = 64 << 10
+)
+
+// Config of a folder adapter. Paths must be on one file system per folder
+// pair (Outbox with Sent and Failed; Inbox) so that renames are atomic.
+type Config struct {
+	// Outbox is watched for case folders. Empty: this adapter sends nothing.
+	Outbox string `yaml:"outbox"`
+	// Sent receives case folders once queued. Default Outbox/../sent.
+	Sent string `yaml:"sent"`
+	// Failed receives refused case folders with kurer-error.json. Default
+	// Outbox/../failed.
+	Failed string `yaml:"failed"`
+	// Inbox receives incoming messages. Empty: this adapter takes none.
+	Inbox string `yaml:"inbox"`
+	// Receipts receives one JSON file per outgoing message, rewritten on
+	// every state change. Empty: none written.
+	Receipts string `yaml:"receipts"`
+	// ReadyMarker, when true, takes only case folders holding a .ready file.
+	// Default false (atomic rename into the outbox also counts).
+	ReadyMarker bool `yaml:"ready_marker"`
+	// PollInterval is how often the outbox is scanned. Default 500ms.
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
+// CaseRouting is the content of case.json.
+type CaseRouting struct {
+	Type         string    `json:"type"`
+	To           string    `json:"to"`
+	ID           string    `json:"id,omitempty"`
+	Conversation string    `json:"conversation,omitempty"`
+	InReplyTo    string    `json:"in_reply_to,omitempty"`
+	Expires      time.Time `json:"expires,omitzero"`
+}
+
+// MessageInfo is Inbox/<id>/message.json.
+type MessageInfo struct {
+	ID           string          `json:"id"`
+	Type         string          `json:"type"`
+	From         string          `json:"from"`
+	To           string          `json:"to"`
+	Conversation string          `json:"conversation,omitempty"`
+	InReplyTo    string          `json:"in_reply_to,omitempty"`
+	Created      time.Time       `json:"created"`
+	Expires      time.Time       `json:"expires"`
+	ReceiptID    string          `json:"receipt_id,omitempty"`
+	Files        []localapi.File `json:"files"`
+}
+
+// Refusal is Failed/<case>/kurer-error.json.
+type Refusal struct {
+	Code    errs.Code `json:"code"`
+	Message string    `json:"message"`
+	Detail  string    `json:"detail,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Folder is the adapter.
+type Folder struct {
+	name string
+	cfg  Config
+	log  *slog.Logger
+}
+
+var (
+	_ adapter.Adapter  = (*Folder)(nil)
+	_ adapter.Receiver = (*Folder)(nil)
+)
+
+func init() {
+	adapter.Register(Kind, func(name string, decode func(v any) error) (adapter.Adapter, error) {
+		var c Config
+		if err := decode(&c); err != nil {
+			return nil, fmt.Errorf("folder adapter options: %w", err)
+		}
+		return New(name, c, nil)
+	})
+}
+
+// New builds a folder adapter, creating its folders.
+func New(name string, c Config, log *slog.Logger) (*Folder, error) {
+	if c.Outbox == "" && c.Inbox == "" {
+		return nil, errors.New("folder adapter: set outbox, inbox or both")
+	}
+	if c.Outbox != "" {
+		parent := filepath.Dir(filepath.Clean(c.Outbox))
+		if c.Sent == "" {
+			c.Sent = filepath.Join(parent, "sent")
+		}
+		if c.Failed == "" {
+			c.Failed = filepath.Join(parent, "failed")
+		}
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 500 * time.Millisecond
+	}
+	for _, d := range []string{c.Outbox, c.Sent, c.Failed, c.Inbox, c.Receipts} {
+		if d == "" {
+			continue
+		}
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("folder adapter: %w", err)
+		}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Folder{name: name, cfg: c, log: log.With("adapter", name)}, nil
+}
+
+// Name implements adapter.Adapter.
+func (f *Folder) Name() string { return f.name }
+
+// Run scans the outbox and follows state changes until ctx ends.
+func (f *Folder) Run(ctx context.Context, h adapter.Host) error {
+	errc := make(chan error, 1)
+	if f.cfg.Receipts != "" {
+		go func() { errc <- f.followReceipts(ctx, h) }()
+	} else {
+		errc <- nil
+	}
+	if f.cfg.Outbox != "" {
+		t := time.NewTicker(f.cfg.PollInterval)
+		defer t.Stop()
+		for {
+			f.ScanOnce(ctx, h)
+			select {
+			case <-ctx.Done():
+				<-errc
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+	<-ctx.Done()
+	<-errc
+	return nil
+}
+
+// ScanOnce hands every complete case folder in the outbox to h once.
+func (f *Folder) ScanOnce(ctx context.Context, h adapter.Host) {
+	entries, err := os.ReadDir(f.cfg.Outbox)
+	if err != nil {
+		f.log.Warn("outbox unreadable", "err", err)
+		return
+	}
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return
+		}
+		n := e.Name()
+		if !e.IsDir() || strings.HasPrefix(n, ".") || strings.HasSuffix(n, ".partial") {
+			continue
+		}
+		dir := filepath.Join(f.cfg.Outbox, n)
+		if f.cfg.ReadyMarker {
+			if _, err := os.Stat(filepath.Join(dir, ReadyFile)); err != nil {
+				continue
+			}
+		}
+		f.sendCase(ctx, h, n, dir)
+	}
+}
+
+func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string) {
+	c, err := readCase(dir)
+	if err == nil {
+		c.ID, err = caseID(dir, c.ID)
+	}
+	if err == nil {
+		var res localapi.SendResponse
+		res, err = h.Send(ctx, c)
+		if err == nil {
+			if err := moveAside(dir, f.cfg.Sent, name); err != nil {
+				f.log.Error("move sent case", "case", name, "err", err)
+				return
+			}
+			f.log.Info("case queued", "case", name, "id", res.ID)
+			return
+		}
+	}
+	code := errs.CodeOf(err)
+	if code == errs.Unavailable || code == errs.Internal && !isLocal(err) {
+		f.log.Warn("case not sent yet, will retry", "case", name, "code", code)
+		return
+	}
+	ref := Refusal{Code: code, Message: code.Message(), At: time.Now().UTC()}
+	var e *errs.Error
+	if errors.As(err, &e) {
+		ref.Detail = e.Detail
+	} else {
+		ref.Detail = err.Error() // a local problem with the case folder itself
+	}
+	data, _ := json.MarshalIndent(ref, "", "  ")
+	if err := writeFileSync(filepath.Join(dir, ErrorFile), data); err != nil {
+		f.log.Error("write refusal", "case", name, "err", err)
+		return
+	}
+	if err := moveAside(dir, f.cfg.Failed, name); err != nil {
+		f.log.Error("move failed case", "case", name, "err", err)
+		return
+	}
+	f.log.Warn("case refused", "case", name, "code", code)
+}
+
+// localError marks problems found in the case folder itself (unreadable or
+// malformed case.json): permanent, and safe to describe to the folder's owner.
+type localError struct{ err error }
+
+func (e localError) Error() string { return e.err.Error() }
+func (e localError) Unwrap() error { return e.err }
+
+func isLocal(err error) bool { var l localError; return errors.As(err, &l) }
+
+func readCase(dir string) (adapter.Case, error) {
+	var r CaseRouting
+	data, err := readLimited(filepath.Join(dir, CaseFile), maxCaseLen)
+	if err != nil {
+		return adapter.Case{}, localError{fmt.Errorf("%s: %w", CaseFile, err)}
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return adapter.Case{}, localError{fmt.Errorf("%s: %w", CaseFile, err)}
+	}
+	if r.Type == "" || r.To == "" {
+		return adapter.Case{}, localError{fmt.Errorf("%s: type and to are required", CaseFile)}
+	}
+	if len(r.To) == 4 && isDigits(r.To) {
+		r.To = "municipality:" + r.To
+	} else if len(r.To) == 9 && isDigits(r.To) {
+		r.To = "org:" + r.To
+	}
+	melding, err := readLimited(filepath.Join(dir, localapi.MetadataFile), 1<<20)
+	if err != nil {
+		return adapter.Case{}, localError{fmt.Errorf("%s: %w", localapi.MetadataFile, err)}
+	}
+	c := adapter.Case{
+		Type: r.Type, To: r.To, ID: r.ID, Conversation: r.Conversation,
+		InReplyTo: r.InReplyTo, Expires: r.Expires, Metadata: melding,
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		switch {
+		case d.IsDir():
+			return nil
+		case rel == CaseFile || rel == localapi.MetadataFile || rel == ReadyFile || rel == IDFile || rel == ErrorFile:
+			return nil
+		case !d.Type().IsRegular():
+			return fmt.Errorf("%s: not a regular file", rel)
+		}
+		c.Files = append(c.Files, adapter.File{Name: rel, Path: p})
+		return nil
+	})
+	if err != nil {
+		return adapter.Case{}, localError{err}
+	}
+	sort.Slice(c.Files, func(i, j int) bool { return c.Files[i].Name < c.Files[j].Name })
+	return c, nil
+}
+
+// caseID returns the case's message id: the one in case.json, else the one
+// recorded in .kurer-id by an earlier attempt, else a new one recorded
+// durably before first use.
+func caseID(dir, fromCase string) (string, error) {
+	if fromCase != "" {
+		return fromCase, nil
+	}
+	p := filepath.Join(dir, IDFile)
+	if b, err := readLimited(p, 64); err == nil {
+		if id := strings.TrimSpace(string(b)); uuid.Validate(id) == nil {
+			return id, nil
+		}
+	}
+	id := uuid.NewString()
+	if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+		return "", fmt.Errorf("record message id: %w", err)
+	}
+	return id, syncDir(dir)
+}
+
+// Deliver writes an incoming message into Inbox/<id>/ atomically. A message
+// already there is left as is.
+func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery) error {
+	if f.cfg.Inbox == "" {
+		return errors.New("folder adapter has no inbox")
+	}
+	if uuid.Validate(d.ID) != nil {
+		return fmt.Errorf("delivery with an invalid id")
+	}
+	final := filepath.Join(f.cfg.Inbox, d.ID)
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	tmp := filepath.Join(f.cfg.Inbox, "."+d.ID+".partial")
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.Mkdir(tmp, 0o750); err != nil {
+		return err
+	}
+	for _, file := range d.Files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := placeFile(filepath.Join(d.Dir, filepath.FromSlash(file.Name)), tmp, file.Name); err != nil {
+			return fmt.Errorf("inbox file: %w", err)
+		}
+	}
+	info := MessageInfo{
+		ID: d.ID, Type: d.Type, From: d.From, To: d.To, Conversation: d.Conversation,
+		InReplyTo: d.InReplyTo, Created: d.Created, Expires: d.Expires, ReceiptID: d.ReceiptID, Files: d.Files,
+	}
+	meta, _ := json.MarshalIndent(info, "", "  ")
+	for name, data := range map[string][]byte{"message.json": meta, "manifest.json": d.Manifest, "signature.p7s": d.Signature} {
+		if err := writeFileSync(filepath.Join(tmp, name), data); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return syncDir(f.cfg.Inbox)
+}
+
+// placeFile puts src at dstRoot/name (name with / separators), by hard link
+// when possible (the agent's copy is read-only and already durable), else by
+// a synced copy.
+func placeFile(src, dstRoot, name string) error {
+	dst := filepath.Join(dstRoot, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return err
+	}
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// followReceipts writes Receipts/<id>.json for each outgoing state change.
+func (f *Folder) followReceipts(ctx context.Context, h adapter.Host) error {
+	var after uint64
+	for ctx.Err() == nil {
+		res, err := h.Events(ctx, after, 25*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			f.log.Warn("events", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		seen := map[string]bool{}
+		for _, ev := range res.Events {
+			if ev.Direction != localapi.DirectionOut || seen[ev.ID] {
+				continue
+			}
+			seen[ev.ID] = true
+			d, err := h.Message(ctx, ev.ID)
+			if err != nil {
+				f.log.Warn("receipt detail", "id", ev.ID, "err", err)
+				continue
+			}
+			data, _ := json.MarshalIndent(d, "", "  ")
+			if err := writeAtomic(f.cfg.Receipts, ev.ID+".json", data); err != nil {
+				f.log.Warn("write receipt file", "id", ev.ID, "err", err)
+			}
+		}
+		after = res.Next
+	}
+	return nil
+}
+
+func moveAside(dir, toParent, name string) error {
+	dst := filepath.Join(toParent, name)
+	for i := 2; ; i++ {
+		if _, err := os.Stat(dst); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dst = filepath.Join(toParent, fmt.Sprintf("%s.%d", name, i))
+	}
+	if err := os.Rename(dir, dst); err != nil {
+		return err
+	}
+	if err := syncDir(toParent); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+func writeAtomic(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, "."+name+".partial")
+	if err := writeFileSync(tmp, data); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return data, nil
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
