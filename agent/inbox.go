@@ -24,13 +24,19 @@ import (
 // again by the gateway after its lease.
 func (a *Agent) receiveLoop(ctx context.Context) error {
 	failures := 0
+	// The first poll (and the first after a failure) does not wait, so that
+	// readiness reflects the gateway's reachability at once, not after a
+	// whole long-poll interval.
+	wait := time.Duration(0)
 	for ctx.Err() == nil && !a.halted.Load() {
-		items, err := a.gw.Poll(ctx, a.cfg.Receive.Wait, a.cfg.Receive.Max)
+		items, err := a.gw.Poll(ctx, wait, a.cfg.Receive.Max)
+		wait = a.cfg.Receive.Wait
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			failures++
+			wait = 0
 			a.ready.Store(false)
 			d := a.backoff(failures)
 			if d < 100*time.Millisecond {
@@ -95,10 +101,10 @@ func (a *Agent) handleNotice(ctx context.Context, it api.MailboxItem) error {
 
 // applyOut records a receipt on an outgoing message and advances its state.
 func (a *Agent) applyOut(ctx context.Context, id, state string, r localapi.Receipt) error {
-	at := r.At
-	if at.IsZero() {
-		at = a.now().UTC()
-	}
+	// The history records when this agent learned of the change, on its own
+	// clock, so that steps are ordered and their durations are real; the
+	// receipt keeps the time its issuer claims (receipts carry whole seconds).
+	at := a.now().UTC()
 	rec, err := a.store.updateOut(ctx, id, func(o *outRecord) error {
 		if o.hasReceipt(r.Kind, r.Signed) {
 			return errSkip
