@@ -168,7 +168,8 @@ type payloadFile struct {
 // collectFiles expands the arguments into payload files: a plain file goes
 // under its base name, a folder's regular files under their paths relative
 // to the folder. skip (an absolute path) is left out: the metadata file
-// when it lives in the case folder. Hidden files and folders (".name") in a
+// when it lives in the case folder; a folder's top-level melding.json is
+// left out too, since --metadata supersedes it. Hidden files and folders (".name") in a
 // folder are skipped. Names must be unique.
 func collectFiles(args []string, skip string) ([]payloadFile, error) {
 	var out []payloadFile
@@ -221,6 +222,10 @@ func collectFiles(args []string, skip string) ([]payloadFile, error) {
 			rel, err := filepath.Rel(arg, path)
 			if err != nil {
 				return err
+			}
+			if filepath.ToSlash(rel) == localapi.MetadataFile {
+				// The folder's own business message: --metadata supersedes it.
+				return nil
 			}
 			return add(filepath.ToSlash(rel), path, info.Size())
 		})
