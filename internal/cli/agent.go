@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/kurer/kurer/agent"
 	gwclient "github.com/kurer/kurer/gateway/client"
@@ -54,6 +55,19 @@ func LoadAgentConfig(path string, dev bool) (agent.Config, error) {
 	}
 	for i := range cfg.TrustRoots {
 		cfg.TrustRoots[i] = resolvePath(base, cfg.TrustRoots[i])
+	}
+	// Folder paths in adapter options are relative to the file too.
+	for i := range cfg.Adapters {
+		opts := &cfg.Adapters[i].Options
+		if opts.Kind != yaml.MappingNode {
+			continue
+		}
+		for j := 0; j+1 < len(opts.Content); j += 2 {
+			switch opts.Content[j].Value {
+			case "outbox", "sent", "failed", "inbox", "receipts":
+				opts.Content[j+1].Value = resolvePath(base, opts.Content[j+1].Value)
+			}
+		}
 	}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -191,6 +205,18 @@ func checkAgentKeys(cmd *cobra.Command, cfg agent.Config, within time.Duration) 
 		key  agent.Key
 		okKM bool
 	}
+	var roots []*x509.Certificate
+	for _, f := range cfg.TrustRoots {
+		rs, err := pki.LoadCerts(f)
+		if err != nil {
+			return rep, exitf(ExitUsage, "trust_roots: %v", err)
+		}
+		roots = append(roots, rs...)
+	}
+	pool, err := pki.TrustPool(roots, cfg.Dev)
+	if err != nil {
+		return rep, exitf(ExitUsage, "trust_roots: %v", err)
+	}
 	var keys []loaded
 	for _, kc := range cfg.Keys {
 		cert, err := pki.LoadCert(kc.Cert)
@@ -200,6 +226,9 @@ func checkAgentKeys(cmd *cobra.Command, cfg agent.Config, within time.Duration) 
 		signer, err := pki.LoadKey(kc.Key)
 		if err != nil {
 			return rep, exitf(ExitUsage, "%v", err)
+		}
+		if err := pki.VerifyAt(cert, pool, nil, time.Now()); err != nil {
+			return rep, &ExitErr{Code: ExitVerify, Err: fmt.Errorf("keys check: %s does not chain to the trust roots now: %v", kc.Cert, err)}
 		}
 		keys = append(keys, loaded{cfg: kc, key: agent.Key{Cert: cert, Signer: signer}, okKM: pki.KeyMatches(signer, cert)})
 	}
