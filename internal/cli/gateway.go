@@ -568,8 +568,8 @@ func newAuditCommand(who string) *cobra.Command {
 		output string
 	)
 	verify := &cobra.Command{
-		Use:   "verify --audit FILE",
-		Short: "Verify the audit log's hash chain; exit 3 if any record was edited, removed or reordered",
+		Use:     "verify --audit FILE",
+		Short:   "Verify the audit log's hash chain; exit 3 if any record was edited, removed or reordered",
 		Example: fmt.Sprintf(`  kurer %s audit verify --audit /var/lib/kurer/%s/audit.log`, who, who),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
