@@ -1,0 +1,113 @@
+package gateway_test
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kurer/kurer/gateway/api"
+)
+
+// BenchmarkSubmitDeliverAck measures the embedded gateway end to end for
+// 10 KiB envelopes: senders submit (fsynced accept), the receiver long-polls,
+// downloads and acks each one (fsynced). It reports messages/s of
+// accepted+delivered+acked and the p99 accept latency.
+//
+//	go test -run '^$' -bench SubmitDeliverAck -benchtime 4000x ./gateway/
+func BenchmarkSubmitDeliverAck(b *testing.B) {
+	e := newEnv(b, nil)
+	senders := []string{"oslo", "trondheim"}
+	body := randBytes(10 << 10)
+	bergen := e.client("bergen")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	dlDir := b.TempDir()
+	var acked atomic.Int64
+	total := int64(b.N)
+	recvDone := make(chan struct{})
+	for range 4 { // receiver workers share the mailbox
+		go func() {
+			for acked.Load() < total && ctx.Err() == nil {
+				items, err := bergen.Poll(ctx, time.Second, 64)
+				if err != nil {
+					continue
+				}
+				for _, it := range items {
+					if it.Kind != api.KindMessage {
+						continue
+					}
+					f, err := createTemp(dlDir)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					err = bergen.Download(ctx, it.Routing.ID, f)
+					f.Close()
+					os.Remove(f.Name())
+					if err != nil {
+						continue
+					}
+					if err := bergen.Ack(ctx, it.Routing.ID); err == nil {
+						if acked.Add(1) == total {
+							close(recvDone)
+						}
+					}
+				}
+			}
+		}()
+	}
+
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	b.ResetTimer()
+	start := time.Now()
+	for w := range 16 {
+		c := e.client(senders[w%len(senders)])
+		from := senders[w%len(senders)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= total {
+				r := e.routing(from, "bergen", body)
+				t0 := time.Now()
+				if _, err := c.Submit(ctx, r, bytes.NewReader(body)); err != nil {
+					b.Error(err)
+					return
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				lats = append(lats, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-recvDone:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("only %d of %d acked", acked.Load(), total)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(total)/el.Seconds(), "msgs/s")
+	if len(lats) > 0 {
+		sortDurations(lats)
+		b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds())/1000, "p99-accept-ms")
+		b.ReportMetric(float64(lats[len(lats)/2].Microseconds())/1000, "p50-accept-ms")
+	}
+}
+
+
+func createTemp(dir string) (*os.File, error) { return os.CreateTemp(dir, "dl") }
+
+func sortDurations(d []time.Duration) { slices.Sort(d) }
