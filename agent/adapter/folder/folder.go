@@ -195,7 +195,7 @@ func (f *Folder) Run(ctx context.Context, h adapter.Host) error {
 func (f *Folder) ScanOnce(ctx context.Context, h adapter.Host) {
 	entries, err := os.ReadDir(f.cfg.Outbox)
 	if err != nil {
-		f.log.Warn("outbox unreadable", "err", err)
+		f.log.Warn("outbox unreadable", "err", pathless(err))
 		return
 	}
 	for _, e := range entries {
@@ -217,6 +217,8 @@ func (f *Folder) ScanOnce(ctx context.Context, h adapter.Host) {
 }
 
 func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string) {
+	// Logs name the message id only: case folder names are chosen by the case
+	// system and may carry personal data, so neither they nor paths are logged.
 	c, err := readCase(dir)
 	if err == nil {
 		c.ID, err = caseID(dir, c.ID)
@@ -226,16 +228,16 @@ func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string)
 		res, err = h.Send(ctx, c)
 		if err == nil {
 			if err := moveAside(dir, f.cfg.Sent, name); err != nil {
-				f.log.Error("move sent case", "case", name, "err", err)
+				f.log.Error("move sent case", "id", c.ID, "err", pathless(err))
 				return
 			}
-			f.log.Info("case queued", "case", name, "id", res.ID)
+			f.log.Info("case queued", "id", res.ID)
 			return
 		}
 	}
 	code := errs.CodeOf(err)
 	if code == errs.Unavailable || code == errs.Internal && !isLocal(err) {
-		f.log.Warn("case not sent yet, will retry", "case", name, "code", code)
+		f.log.Warn("case not sent yet, will retry", "id", c.ID, "code", code)
 		return
 	}
 	ref := Refusal{Code: code, Message: code.Message(), At: time.Now().UTC()}
@@ -243,18 +245,33 @@ func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string)
 	if errors.As(err, &e) {
 		ref.Detail = e.Detail
 	} else {
-		ref.Detail = err.Error() // a local problem with the case folder itself
+		// A problem with the case folder itself; the reason file is for the
+		// folder's owner, not a log.
+		ref.Detail = err.Error()
 	}
 	data, _ := json.MarshalIndent(ref, "", "  ")
 	if err := writeFileSync(filepath.Join(dir, ErrorFile), data); err != nil {
-		f.log.Error("write refusal", "case", name, "err", err)
+		f.log.Error("write refusal", "id", c.ID, "err", pathless(err))
 		return
 	}
 	if err := moveAside(dir, f.cfg.Failed, name); err != nil {
-		f.log.Error("move failed case", "case", name, "err", err)
+		f.log.Error("move failed case", "id", c.ID, "err", pathless(err))
 		return
 	}
-	f.log.Warn("case refused", "case", name, "code", code)
+	f.log.Warn("case refused", "id", c.ID, "code", code)
+}
+
+// pathless drops the file names from file-system errors before logging.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s: %w", le.Op, le.Err)
+	}
+	return err
 }
 
 // localError marks problems found in the case folder itself (unreadable or
@@ -445,7 +462,7 @@ func (f *Folder) followReceipts(ctx context.Context, h adapter.Host) error {
 			}
 			data, _ := json.MarshalIndent(d, "", "  ")
 			if err := writeAtomic(f.cfg.Receipts, ev.ID+".json", data); err != nil {
-				f.log.Warn("write receipt file", "id", ev.ID, "err", err)
+				f.log.Warn("write receipt file", "id", ev.ID, "err", pathless(err))
 			}
 		}
 		after = res.Next

@@ -1,8 +1,10 @@
 package folder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -173,5 +175,31 @@ func TestDeliverAtomicAndIdempotent(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(root, "inbox"))
 	if len(entries) != 1 {
 		t.Fatalf("inbox has %d entries (temp folder left?)", len(entries))
+	}
+}
+
+// TestLogsCarryNoFolderNames: case systems may name case folders after the
+// child; the adapter's logs must name message ids only.
+func TestLogsCarryNoFolderNames(t *testing.T) {
+	root := t.TempDir()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f, err := New("f", Config{Outbox: filepath.Join(root, "outbox")}, log)
+	must(t, err)
+	writeCase(t, filepath.Join(root, "outbox", "sak-Nora-Syntetisk"), `{"type":"t","to":"0301"}`)
+	writeCase(t, filepath.Join(root, "outbox", "sak-Ola-Syntetisk"), `{"type":"t","to":"0301"}`)
+	f.ScanOnce(t.Context(), &recordingHost{})
+	writeCase(t, filepath.Join(root, "outbox", "sak-Kari-Syntetisk"), `{"type":"t","to":"0301"}`)
+	f.ScanOnce(t.Context(), &recordingHost{fail: errs.Newf(errs.SchemaInvalid, "/barn")})
+	if !bytes.Contains(logs.Bytes(), []byte("case refused")) {
+		t.Fatalf("refusal not logged:\n%s", logs.String())
+	}
+	if logs.Len() == 0 {
+		t.Fatal("no log lines: the test proves nothing")
+	}
+	for _, bad := range []string{"Nora", "Ola", "Kari", root} {
+		if bytes.Contains(logs.Bytes(), []byte(bad)) {
+			t.Fatalf("log carries %q:\n%s", bad, logs.String())
+		}
 	}
 }
