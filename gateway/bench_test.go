@@ -31,10 +31,10 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	var acked atomic.Int64
 	total := int64(b.N)
 	recvDone := make(chan struct{})
-	for range 4 { // receiver workers share the mailbox
+	for range 16 { // receiver workers share the mailbox
 		go func() {
 			for acked.Load() < total && ctx.Err() == nil {
-				items, err := bergen.Poll(ctx, time.Second, 64)
+				items, err := bergen.Poll(ctx, time.Second, 8)
 				if err != nil {
 					continue
 				}
