@@ -257,8 +257,8 @@ func startNet(t *testing.T, n int, via gatewayURLFor) *netw {
 		"id": "kurer-crashtest", "audience": audience,
 		"listen": ports[0], "admin_listen": ports[1], "metrics_listen": ports[2],
 		"tls_cert": filepath.Join(nw.pki, "gateway.pem"), "tls_key": filepath.Join(nw.pki, "gateway.key"),
-		"signing_key": filepath.Join(nw.pki, "gateway-signing.key"),
-		"trust_roots": []string{filepath.Join(nw.pki, "ca.pem")},
+		"signing_key":           filepath.Join(nw.pki, "gateway-signing.key"),
+		"trust_roots":           []string{filepath.Join(nw.pki, "ca.pem")},
 		"operator_token_sha256": hex.EncodeToString(sum[:]),
 		"data_dir":              filepath.Join(gwDir, "data"),
 		"lease_timeout":         "3s",
@@ -569,7 +569,15 @@ func (nw *netw) settle(ctx context.Context, msgs []*msg, d time.Duration) *resul
 	for i, m := range msgs {
 		if !terminal(states[i]) {
 			res.unfinished++
-			res.problems = append(res.problems, fmt.Sprintf("%s: sender state %q", m.id, states[i]))
+			det, _ := nw.agents[m.from].client.Message(ctx, m.id)
+			var hist []string
+			for _, h := range det.History {
+				hist = append(hist, h.State+"("+h.Reason+" "+h.Detail+")")
+			}
+			for _, rc := range det.Receipts {
+				hist = append(hist, "receipt "+rc.Kind+"("+rc.Reason+" "+rc.Detail+")")
+			}
+			res.problems = append(res.problems, fmt.Sprintf("%s: sender state %q: %s", m.id, states[i], strings.Join(hist, ", ")))
 		}
 	}
 	// Inbox folders: exactly the messages sent to each receiver, each once
