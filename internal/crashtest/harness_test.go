@@ -34,6 +34,11 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 	gwclient "github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/internal/errs"
+
+	// The processes run the kurer binary built in TestMain; importing the
+	// command's package ties go test's result cache to all of its code, so
+	// that a change to the gateway or the agent reruns this suite.
+	_ "github.com/kurer/kurer/internal/cli"
 )
 
 // kurerBin is the kurer binary built once in TestMain.
