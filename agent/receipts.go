@@ -193,10 +193,10 @@ func (a *Agent) takeReceipt(ctx context.Context, r api.Routing, opened *envelope
 	for _, x := range body.Reasons {
 		reasons = append(reasons, localapi.Reason{Code: x.Code, Path: x.Path, Message: x.Message})
 	}
-	at := body.At
-	if at.IsZero() {
-		at = opened.Manifest.Created
-	}
+	// At is when this agent received and verified the receipt, on its own
+	// clock; the issuer's claimed time stays inside the signed receipt
+	// (Signed, Manifest), which is kept for later verification.
+	at := a.now().UTC()
 	if err := a.applyOut(ctx, orig, state, localapi.Receipt{
 		Kind: kind, ID: r.ID, At: at, Issuer: r.From, Verified: true,
 		Signed:   base64.StdEncoding.EncodeToString(opened.Signature),

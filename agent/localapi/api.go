@@ -101,7 +101,9 @@ type StateChange struct {
 type Receipt struct {
 	// Kind: accepted|delivered|rejected|expired|failed (gateway) or
 	// mottatt|avvist|behandlet (application receipt from the receiver).
-	Kind     string    `json:"kind"`
+	Kind string `json:"kind"`
+	// At is when this agent received and verified the receipt (its own
+	// clock); the issuer's claimed time is inside the signed receipt.
 	At       time.Time `json:"at"`
 	Issuer   string    `json:"issuer"`   // "gateway" or the receiver's account id
 	Verified bool      `json:"verified"` // signature checked when it arrived

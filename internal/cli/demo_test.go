@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,10 @@ func TestDemoOnce(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	// Step and receipt times are measured on one clock: never negative.
+	if neg := regexp.MustCompile(`(\+\s*-\d+ ms|\s-\d+ ms)`).FindString(out); neg != "" {
+		t.Errorf("demo output has a negative duration %q:\n%s", neg, out)
 	}
 	// --dir is kept, with the pieces the printed commands point to.
 	for _, p := range []string{"demo.log", "trondheim/agent.token", "oslo/inbox", "gateway"} {
