@@ -27,7 +27,7 @@ test-short:
 
 # The full crash suite: real processes, SIGKILL at random moments.
 test-crash: build
-	KURER_CRASH_FULL=1 $(GO) test -run 'TestCrash' -timeout 30m -v ./internal/crashtest/
+	KURER_CRASH_FULL=1 $(GO) test -count=1 -run 'TestCrash' -timeout 30m -v ./internal/crashtest/
 
 # Every native fuzz target, each for FUZZTIME.
 fuzz:
