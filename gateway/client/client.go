@@ -229,6 +229,14 @@ func decode(resp *http.Response, out any) error {
 		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		if !errors.As(err, &syn) && !errors.As(err, &typ) {
+			// The answer was cut off (connection reset, EOF mid-body): a
+			// transport failure, so retryable. The request may well have
+			// taken effect (a submit is then answered again, idempotently).
+			return &errs.Error{Code: errs.Unavailable, Detail: "gateway answer cut off", Cause: err}
+		}
 		return &errs.Error{Code: errs.MalformedJSON, Detail: "gateway answer", Cause: err}
 	}
 	return nil
