@@ -34,6 +34,7 @@ import (
 	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	gwclient "github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
 )
 
@@ -298,7 +299,7 @@ func benchRegister(ctx context.Context, admin *gwclient.Admin, pkiDir string, na
 			if err == nil || ctx.Err() != nil {
 				break
 			}
-			if !strings.Contains(err.Error(), "unavailable") {
+			if errs.CodeOf(err) != errs.Unavailable {
 				return nil, fmt.Errorf("account %s: %w", n, err)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -458,9 +459,8 @@ func benchRound(ctx context.Context, clients []*localapi.Client, ids []string, a
 		tick = t.C
 	}
 	var wg sync.WaitGroup
-	for s := range agents {
-		workers := 16
-		for range workers {
+	for range agents {
+		for range 16 { // in flight per sender
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -477,7 +477,6 @@ func benchRound(ctx context.Context, clients []*localapi.Client, ids []string, a
 						return
 					}
 					c := clients[2*(int(i)%agents)]
-					_ = s
 					id, err := send(c, ids[2*(int(i)%agents)+1])
 					mu.Lock()
 					if err != nil && first == nil {
