@@ -16,6 +16,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/envelope"
 	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 )
 
@@ -255,16 +256,16 @@ func (a *Agent) handleMessage(ctx context.Context, it api.MailboxItem) error {
 	if err := os.Rename(tmp, filepath.Join(dir, "payload")); err != nil {
 		return fmt.Errorf("inbox: %w", err)
 	}
-	if err := writeSynced(filepath.Join(dir, "manifest.json"), opened.ManifestBytes); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "manifest.json"), opened.ManifestBytes, 0o600); err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(dir, "signature.p7s"), opened.Signature); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "signature.p7s"), opened.Signature, 0o600); err != nil {
 		return err
 	}
 	if err := syncTree(dir); err != nil {
 		return fmt.Errorf("inbox sync: %w", err)
 	}
-	if err := syncDir(a.store.path(dirInbox)); err != nil {
+	if err := durable.SyncDir(a.store.path(dirInbox)); err != nil {
 		return err
 	}
 	files := make([]localapi.File, 0, len(opened.Files))
@@ -384,22 +385,6 @@ func digestMatches(f *os.File, want string) (bool, error) {
 	}
 	got := "sha-256=:" + base64.StdEncoding.EncodeToString(h.Sum(nil)) + ":"
 	return got == want, nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // --- work loop: acks, gateway rejects, receipts, adapter deliveries ---

@@ -24,6 +24,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/envelope"
 	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 )
 
@@ -214,7 +215,7 @@ func (a *Agent) sealToOutbox(ctx context.Context, m *envelope.Manifest, files []
 	if err := os.Rename(tmp.Name(), a.envPath(m.ID)); err != nil {
 		return 0, "", fmt.Errorf("outbox rename: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return 0, "", fmt.Errorf("outbox sync dir: %w", err)
 	}
 	return cw.n, "sha-256=:" + base64.StdEncoding.EncodeToString(h.Sum(nil)) + ":", nil

@@ -20,6 +20,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/envelope"
 	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/schemas"
 )
@@ -163,13 +164,13 @@ func (a *Agent) takeReceipt(ctx context.Context, r api.Routing, opened *envelope
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(dir, "manifest.json"), opened.ManifestBytes); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "manifest.json"), opened.ManifestBytes, 0o600); err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(dir, "signature.p7s"), opened.Signature); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "signature.p7s"), opened.Signature, 0o600); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
 	state, _ := receiptState(kind)

@@ -547,16 +547,6 @@ func (s *store) counts() (map[[2]string]int, error) {
 	return out, err
 }
 
-// syncDir fsyncs a directory so that a rename or create in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // syncTree fsyncs every file and directory under root (used before an inbox
 // record promises the payload durable).
 func syncTree(root string) error {

@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kurer/kurer/internal/durable"
 	"io"
 	"os"
 	"path/filepath"
@@ -119,7 +120,7 @@ func open(path string, f *os.File, created bool, opts Options) (*Log, error) {
 		return nil, err
 	}
 	if created && !opts.NoSync {
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
 			return nil, err
 		}
 	}

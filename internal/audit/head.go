@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kurer/kurer/internal/durable"
 	"io"
 	"os"
 	"path/filepath"
@@ -79,21 +80,7 @@ func writeHead(path string, h head, sync bool) error {
 		return fmt.Errorf("write audit head: %w", err)
 	}
 	if sync {
-		return syncDir(filepath.Dir(path))
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory so that a created or renamed entry survives a
-// crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
+		return durable.SyncDir(filepath.Dir(path))
 	}
 	return nil
 }

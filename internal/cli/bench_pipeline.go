@@ -34,6 +34,7 @@ import (
 	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	gwclient "github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
 )
@@ -223,7 +224,7 @@ func benchMetadataBase() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := readSmallFile(p, maxMetadataSize)
+	data, err := durable.ReadFile(p, maxMetadataSize)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	gwclient "github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 	// The folder adapter registers itself for the agents' configs.
 	// _ "github.com/kurer/kurer/agent/adapter/folder"
@@ -69,7 +70,7 @@ var demoNames = []string{"trondheim", "oslo"}
 
 // loadDemoAccounts reads certs/accounts.yaml and resolves its file names.
 func loadDemoAccounts(certs string) (*demoAccounts, error) {
-	data, err := readSmallFile(filepath.Join(certs, "accounts.yaml"), 1<<20)
+	data, err := durable.ReadFile(filepath.Join(certs, "accounts.yaml"), 1<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -375,7 +376,7 @@ func startDemoNet(ctx context.Context, dir string, acc *demoAccounts) (_ *demoNe
 // gateway's catalog through its admin API, retrying until the freshly
 // started gateway answers.
 func registerDemoAccounts(ctx context.Context, acc *demoAccounts, adminURL, token string) error {
-	caPEM, err := readSmallFile(acc.CA, 1<<20)
+	caPEM, err := durable.ReadFile(acc.CA, 1<<20)
 	if err != nil {
 		return err
 	}
@@ -390,7 +391,7 @@ func registerDemoAccounts(ctx context.Context, acc *demoAccounts, adminURL, toke
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, p := range acc.Accounts {
-		certPEM, err := readSmallFile(p.Cert, 1<<20)
+		certPEM, err := durable.ReadFile(p.Cert, 1<<20)
 		if err != nil {
 			return fmt.Errorf("certs-dev: %w", err)
 		}
@@ -631,7 +632,7 @@ func demoSend(ctx context.Context, out io.Writer, tr, oslo *demoAgent, caseDir, 
 	if err != nil {
 		return res, err
 	}
-	metaBytes, err := readSmallFile(meta, maxMetadataSize)
+	metaBytes, err := durable.ReadFile(meta, maxMetadataSize)
 	if err != nil {
 		return res, err
 	}

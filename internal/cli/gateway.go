@@ -23,6 +23,7 @@ import (
 	gwclient "github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/internal/audit"
 	"github.com/kurer/kurer/internal/config"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
 )
@@ -221,7 +222,7 @@ func (f *accountFields) register(cmd *cobra.Command, withCerts bool) {
 func (f *accountFields) request() (api.AccountRequest, error) {
 	req := api.AccountRequest{ID: f.id, Name: f.name, OrgNumber: f.org, Municipality: f.municipality, Service: f.service, Types: f.types}
 	for _, c := range f.certs {
-		data, err := readSmallFile(c, 1<<20)
+		data, err := durable.ReadFile(c, 1<<20)
 		if err != nil {
 			return req, exitf(ExitUsage, "--cert: %v", err)
 		}
@@ -408,7 +409,7 @@ func newAccountAddCertCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := readSmallFile(cert, 1<<20)
+			data, err := durable.ReadFile(cert, 1<<20)
 			if err != nil {
 				return exitf(ExitUsage, "--cert: %v", err)
 			}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/kurer/kurer/agent/localapi"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 )
 
@@ -54,7 +55,7 @@ func (a *agentFlags) client() (*localapi.Client, error) {
 	}
 	token := ""
 	if a.tokenFile != "" {
-		b, err := readSmallFile(a.tokenFile, 4096)
+		b, err := durable.ReadFile(a.tokenFile, 4096)
 		if err != nil {
 			return nil, exitf(ExitUsage, "token file: %w", err)
 		}
@@ -87,23 +88,6 @@ func agentError(what string, err error) error {
 		return &ExitErr{Code: ExitUnavailable, Err: fmt.Errorf("%s: agent unavailable: %w", what, err)}
 	}
 	return &ExitErr{Code: ExitError, Err: fmt.Errorf("%s: %w", what, err)}
-}
-
-// readSmallFile reads a file refusing anything larger than limit.
-func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // Output formats.
@@ -341,7 +325,7 @@ func (o *sendOptions) run(cmd *cobra.Command, args []string) error {
 	if o.id != "" && !reUUID.MatchString(o.id) {
 		return exitf(ExitUsage, "--id %q is not a UUID", o.id)
 	}
-	meta, err := readSmallFile(o.metadata, maxMetadataSize)
+	meta, err := durable.ReadFile(o.metadata, maxMetadataSize)
 	if err != nil {
 		return exitf(ExitUsage, "metadata: %w", err)
 	}

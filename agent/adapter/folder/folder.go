@@ -40,6 +40,7 @@ import (
 
 	"github.com/kurer/kurer/agent/adapter"
 	"github.com/kurer/kurer/agent/localapi"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 )
 
@@ -250,7 +251,7 @@ func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string)
 		ref.Detail = err.Error()
 	}
 	data, _ := json.MarshalIndent(ref, "", "  ")
-	if err := writeFileSync(filepath.Join(dir, ErrorFile), data); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, ErrorFile), data, 0o640); err != nil {
 		f.log.Error("write refusal", "id", c.ID, "err", pathless(err))
 		return
 	}
@@ -285,7 +286,7 @@ func isLocal(err error) bool { var l localError; return errors.As(err, &l) }
 
 func readCase(dir string) (adapter.Case, error) {
 	var r CaseRouting
-	data, err := readLimited(filepath.Join(dir, CaseFile), maxCaseLen)
+	data, err := durable.ReadFile(filepath.Join(dir, CaseFile), maxCaseLen)
 	if err != nil {
 		return adapter.Case{}, localError{fmt.Errorf("%s: %w", CaseFile, err)}
 	}
@@ -302,7 +303,7 @@ func readCase(dir string) (adapter.Case, error) {
 	} else if len(r.To) == 9 && isDigits(r.To) {
 		r.To = "org:" + r.To
 	}
-	melding, err := readLimited(filepath.Join(dir, localapi.MetadataFile), 1<<20)
+	melding, err := durable.ReadFile(filepath.Join(dir, localapi.MetadataFile), 1<<20)
 	if err != nil {
 		return adapter.Case{}, localError{fmt.Errorf("%s: %w", localapi.MetadataFile, err)}
 	}
@@ -342,16 +343,16 @@ func caseID(dir, fromCase string) (string, error) {
 		return fromCase, nil
 	}
 	p := filepath.Join(dir, IDFile)
-	if b, err := readLimited(p, 64); err == nil {
+	if b, err := durable.ReadFile(p, 64); err == nil {
 		if id := strings.TrimSpace(string(b)); uuid.Validate(id) == nil {
 			return id, nil
 		}
 	}
 	id := uuid.NewString()
-	if err := writeFileSync(p, []byte(id+"\n")); err != nil {
+	if err := durable.WriteFile(p, []byte(id+"\n"), 0o640); err != nil {
 		return "", fmt.Errorf("record message id: %w", err)
 	}
-	return id, syncDir(dir)
+	return id, durable.SyncDir(dir)
 }
 
 // Deliver writes an incoming message into Inbox/<id>/ atomically. A message
@@ -388,17 +389,17 @@ func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery
 	}
 	meta, _ := json.MarshalIndent(info, "", "  ")
 	for name, data := range map[string][]byte{"message.json": meta, "manifest.json": d.Manifest, "signature.p7s": d.Signature} {
-		if err := writeFileSync(filepath.Join(tmp, name), data); err != nil {
+		if err := durable.WriteFile(filepath.Join(tmp, name), data, 0o640); err != nil {
 			return err
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := durable.SyncDir(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(f.cfg.Inbox)
+	return durable.SyncDir(f.cfg.Inbox)
 }
 
 // placeFile puts src at dstRoot/name (name with / separators), by hard link
@@ -481,62 +482,21 @@ func moveAside(dir, toParent, name string) error {
 	if err := os.Rename(dir, dst); err != nil {
 		return err
 	}
-	if err := syncDir(toParent); err != nil {
+	if err := durable.SyncDir(toParent); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dir))
+	return durable.SyncDir(filepath.Dir(dir))
 }
 
 func writeAtomic(dir, name string, data []byte) error {
 	tmp := filepath.Join(dir, "."+name+".partial")
-	if err := writeFileSync(tmp, data); err != nil {
+	if err := durable.WriteFile(tmp, data, 0o640); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("larger than %d bytes", max)
-	}
-	return data, nil
+	return durable.SyncDir(dir)
 }
 
 func isDigits(s string) bool {

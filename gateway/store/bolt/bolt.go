@@ -28,6 +28,7 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/store"
 	"github.com/kurer/kurer/internal/boltdb"
+	"github.com/kurer/kurer/internal/durable"
 )
 
 // Bucket names.
@@ -474,7 +475,7 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		if err := os.Rename(p.SpoolFile, dst); err != nil {
 			return store.Item{}, fmt.Errorf("move payload: %w", err)
 		}
-		if err := syncDir(b.payloadDir); err != nil {
+		if err := durable.SyncDir(b.payloadDir); err != nil {
 			_ = os.Remove(dst)
 			return store.Item{}, err
 		}
@@ -928,16 +929,4 @@ func (b *Backend) Mailboxes(context.Context) ([]store.MailboxStat, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Account < out[j].Account })
 	return out, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
