@@ -199,7 +199,9 @@ func (g *memGW) finish(id, event string, reason string) error {
 	return errs.Newf(errs.NotFound, "")
 }
 
-func (g *memGW) Ack(ctx context.Context, id string) error { return g.finish(id, api.EventDelivered, "") }
+func (g *memGW) Ack(ctx context.Context, id string) error {
+	return g.finish(id, api.EventDelivered, "")
+}
 
 func (g *memGW) Reject(ctx context.Context, id string, r api.RejectRequest) error {
 	return g.finish(id, api.EventRejected, r.Reason)

@@ -2,9 +2,9 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"slices"
-	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,7 +106,6 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 		b.ReportMetric(float64(lats[len(lats)/2].Microseconds())/1000, "p50-accept-ms")
 	}
 }
-
 
 func createTemp(dir string) (*os.File, error) { return os.CreateTemp(dir, "dl") }
 

@@ -79,8 +79,11 @@ func TestAuthRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.clk.Advance(time.Hour)
-		defer e.clk.Advance(-time.Hour)
+		// Past the 5-minute lifetime, within the 10 minutes the gateway keeps
+		// an expired token so that its holder is told token_expired (after
+		// that the sweeper forgets it and the answer is unauthenticated).
+		e.clk.Advance(6 * time.Minute)
+		defer e.clk.Advance(-6 * time.Minute)
 		resp, body := e.raw(http.MethodGet, e.url()+api.PathMailbox+"?wait=0s", tr.AccessToken, nil, nil)
 		if got := errs.FromResponse(resp.StatusCode, body).Code; got != errs.TokenExpired {
 			t.Fatalf("code %s (status %d)", got, resp.StatusCode)
