@@ -35,7 +35,9 @@ type benchEnvelopeOptions struct {
 func newBenchEnvelopeCommand() *cobra.Command {
 	var o benchEnvelopeOptions
 	cmd := &cobra.Command{
-		Use:   "envelope [--size 1GiB] [--json]",
+		Use: "envelope [--size 1GiB] [--json]",
+		Example: `  kurer bench envelope --size 100MiB
+  kurer bench envelope --size 1GiB --runs 3 --json`,
 		Short: "Compare sealing and opening an envelope with openssl cms on the same bytes",
 		Long: `Generate a payload of --size, then time, in child processes, kurer's seal
 and open (kurer envelope seal/open) against openssl cms -encrypt -stream and

@@ -172,7 +172,9 @@ type envelopeOpenOptions struct {
 func newEnvelopeOpenCommand() *cobra.Command {
 	var o envelopeOpenOptions
 	cmd := &cobra.Command{
-		Use:   "open --cert C --key K --trust CA --out DIR FILE",
+		Use: "open --cert C --key K --trust CA --out DIR FILE",
+		Example: `  kurer envelope open --cert certs-dev/oslo.pem --key certs-dev/oslo.key --trust certs-dev/ca.pem --dev \
+    --sender-cert certs-dev/trondheim.pem --out received/ case.kenv`,
 		Short: "Decrypt and verify an envelope; extract its files only if every check passes",
 		Long: `Open an envelope: decrypt it with any of the given keys (--cert/--key pairs,
 in order; several for key rotation), check the GCM tag, the signature chain to
@@ -309,7 +311,9 @@ type envelopeInspectOptions struct {
 func newEnvelopeInspectCommand() *cobra.Command {
 	var o envelopeInspectOptions
 	cmd := &cobra.Command{
-		Use:   "inspect FILE",
+		Use: "inspect FILE",
+		Example: `  kurer envelope inspect case.kenv
+  kurer envelope inspect case.kenv --output json`,
 		Short: "Show an envelope's recipients, algorithms and sizes (no key needed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

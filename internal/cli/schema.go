@@ -48,7 +48,9 @@ type schemaTypeView struct {
 func newSchemaListCommand() *cobra.Command {
 	var o schemaListOptions
 	cmd := &cobra.Command{
-		Use:   "list",
+		Use: "list",
+		Example: `  kurer schema list
+  kurer schema list -o json`,
 		Short: "List the message types",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -111,8 +113,9 @@ func formatTTL(hours float64) string {
 
 func newSchemaShowCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "show TYPE",
-		Short: "Print a message type's JSON Schema",
+		Use:     "show TYPE",
+		Example: `  kurer schema show no.kurer.barnevern.sak.overforing.v1`,
+		Short:   "Print a message type's JSON Schema",
 		Long: `Print the JSON Schema of a message type as built into this binary. It refers
 to shared definitions in felles.schema.json; "kurer schema export DIR" writes
 all schema files for use with other tools.`,
@@ -280,8 +283,9 @@ func payloadFileNames(dir, meldingFile string) ([]string, error) {
 
 func newSchemaExportCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "export DIR",
-		Short: "Write the types file and all JSON Schemas into DIR",
+		Use:     "export DIR",
+		Example: `  kurer schema export /tmp/kurer-schemas   # types file and JSON Schemas, for other languages`,
+		Short:   "Write the types file and all JSON Schemas into DIR",
 		Long: `Write types.json and jsonschema/*.json (every type's schema and the shared
 felles.schema.json) into DIR, for validation with other tools. Existing files
 of the same name are overwritten.`,
