@@ -239,7 +239,8 @@ func (s *Server) unlockUpload(id string) {
 func (s *Server) submitSpooled(w http.ResponseWriter, r *http.Request, rt api.Routing, sum []byte, cr contentRange) {
 	ctx := r.Context()
 	if !s.lockUpload(rt.ID) {
-		s.refuse(w, r, errs.Newf(errs.Conflict, "an upload of this id is in progress"))
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, r, errs.Newf(errs.Unavailable, "an upload of this id is in progress"))
 		return
 	}
 	defer s.unlockUpload(rt.ID)
@@ -410,7 +411,8 @@ func (s *Server) handleUploadOffset(w http.ResponseWriter, r *http.Request, acco
 		}
 		s.unlockUpload(id)
 	} else {
-		w.WriteHeader(http.StatusConflict)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set(api.HeaderUploadOffset, strconv.FormatInt(off, 10))

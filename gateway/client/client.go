@@ -329,16 +329,22 @@ func (c *Client) Submit(ctx context.Context, r api.Routing, body io.ReaderAt) (a
 		r.From = c.cfg.AccountID
 	}
 	var lastErr error
-	offset := int64(0)
 	for attempt := 0; attempt <= c.cfg.MaxRetries; attempt++ {
+		offset := int64(0)
 		if attempt > 0 {
 			if err := backoff(ctx, attempt-1); err != nil {
 				return api.SubmitResponse{}, err
 			}
-			if off, err := c.uploadOffset(ctx, r.ID); err == nil && off < r.Size {
+			off, err := c.uploadOffset(ctx, r.ID)
+			switch {
+			case err == nil && off < r.Size:
 				offset = off
-			} else {
-				offset = 0
+			case err == nil, errs.CodeOf(err) == errs.NotFound:
+			case retryable(err):
+				lastErr = err
+				continue
+			default:
+				return api.SubmitResponse{}, err
 			}
 		}
 		res, err := c.put(ctx, r, body, offset)
