@@ -17,6 +17,7 @@ import (
 	"github.com/kurer/kurer/gateway/store"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
+	"github.com/kurer/kurer/schemas"
 )
 
 // ValidOrgNumber reports whether s is a Norwegian organisation number: nine
@@ -113,6 +114,9 @@ func validateAccountFields(req api.AccountRequest) error {
 	for _, t := range req.Types {
 		if !reType.MatchString(t) {
 			return errs.Newf(errs.BadRequest, "invalid message type %q", t)
+		}
+		if _, known := schemas.Default().Lookup(t); !known {
+			return errs.Newf(errs.UnknownType, "%s", t)
 		}
 	}
 	return nil

@@ -408,3 +408,21 @@ func readAll(t *testing.T, f *os.File) []byte {
 	}
 	return data
 }
+
+// TestUnknownTypeRefused: the gateway knows the message types (schemas): a
+// submit of an unknown type and an account claiming one are refused, and
+// nothing is stored.
+func TestUnknownTypeRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	body := randBytes(512)
+	r := e.routing("oslo", "bergen", body)
+	r.Type = "no.kurer.finnes.ikke.v1"
+	_, err := e.client("oslo").Submit(t.Context(), r, bytes.NewReader(body))
+	wantCode(t, err, errs.UnknownType)
+	_, err = e.client("oslo").Status(t.Context(), r.ID)
+	wantCode(t, err, errs.NotFound)
+	_, err = e.admin().CreateAccount(t.Context(), api.AccountRequest{
+		Name: "x", OrgNumber: orgNumbers["oslo"], Types: []string{"no.kurer.finnes.ikke.v1"},
+	})
+	wantCode(t, err, errs.UnknownType)
+}

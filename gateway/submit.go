@@ -18,6 +18,7 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/store"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/schemas"
 )
 
 // syncEvery: a spooled upload is fsynced after this many bytes, so that a
@@ -144,6 +145,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, account st
 	recv, err := s.st.Account(ctx, rt.To)
 	if err != nil {
 		s.refuse(w, r, errs.New(errs.UnknownReceiver, err))
+		return
+	}
+	if _, known := schemas.Default().Lookup(rt.Type); !known {
+		s.refuse(w, r, errs.New(errs.UnknownType, nil))
 		return
 	}
 	if !containsString(recv.Types, rt.Type) {

@@ -245,7 +245,7 @@ func TestSubmitRefusals(t *testing.T) {
 	e := newEnv(t, func(c *gateway.Config) { c.MaxMessageSize = 64 << 10 })
 	// An account that takes no message type of ours.
 	other, err := e.admin().CreateAccount(context.Background(), api.AccountRequest{
-		Name: "Andre etat", OrgNumber: "971526920", Types: []string{"no.kurer.test.annet.v1"},
+		Name: "Andre etat", OrgNumber: "971526920", Types: []string{"no.kurer.barnevern.rapportering.v1"},
 		Certificates: []string{string(pki.EncodeCertPEM(e.pki.Accounts["annet"].Cert))},
 	})
 	if err != nil {
@@ -267,12 +267,12 @@ func TestSubmitRefusals(t *testing.T) {
 	}{
 		{"unknown-receiver", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderTo] = uuid.NewString(); return body }, errs.UnknownReceiver},
 		{"receiver-not-uuid", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderTo] = "../../etc"; return body }, errs.InvalidHeader},
-		// The gateway has no registry of types: an unknown type is refused
-		// because no receiver takes it (docs/THREATS.md, findings).
+		// The gateway checks the type against the registry (schemas) before
+		// asking whether the receiver takes it.
 		{"unknown-type", func(r *api.Routing, h map[string]string) []byte {
 			h[api.HeaderType] = "no.kurer.finnes.ikke.v1"
 			return body
-		}, errs.TypeNotAccepted},
+		}, errs.UnknownType},
 		{"type-not-accepted", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderTo] = other.ID; return body }, errs.TypeNotAccepted},
 		{"expired-at-submit", func(r *api.Routing, h map[string]string) []byte {
 			h[api.HeaderExpires] = e.clk.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
