@@ -1,0 +1,211 @@
+// Package agenttest starts a real kurer gateway (TLS on 127.0.0.1:0, a
+// pkitest PKI, accounts registered through the admin API) and agents
+// in-process, each with the folder adapter on real temp folders, for
+// integration tests of the agent.
+package agenttest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kurer/kurer/agent"
+	"github.com/kurer/kurer/agent/adapter/folder"
+	"github.com/kurer/kurer/gateway"
+	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/pki"
+	"github.com/kurer/kurer/internal/pki/pkitest"
+	"github.com/kurer/kurer/schemas"
+)
+
+// Known parties: municipality and organisation numbers for the names a
+// network may use.
+var parties = map[string][2]string{
+	"oslo":      {"0301", "974760673"},
+	"bergen":    {"4601", "964338531"},
+	"trondheim": {"5001", "942110464"},
+}
+
+// Token is every agent's local API token.
+const Token = "agenttest-token-0123456789abcdef"
+
+// Node is one agent of a Network.
+type Node struct {
+	Name    string
+	ID      string // account id
+	DataDir string
+	Inbox   string // folder adapter inbox
+	Outbox  string // folder adapter outbox
+	Account *pkitest.Account
+	Agent   *agent.Agent
+	URL     string // local API base URL
+	Token   string
+	Done    chan error // Run's result
+
+	opts   []agent.Option
+	cancel context.CancelFunc
+}
+
+// Network is a running gateway with its agents.
+type Network struct {
+	TB       testing.TB
+	PKI      *pkitest.PKI
+	Gateway  *gateway.Server
+	URL      string
+	Audience string
+	TLS      *tls.Config
+	Nodes    map[string]*Node
+}
+
+// NewNetwork starts a gateway and one agent per name (oslo, bergen or
+// trondheim) and stops them all when the test ends.
+func NewNetwork(tb testing.TB, names ...string) *Network {
+	return NewNetworkWith(tb, nil, names...)
+}
+
+// NewNetworkWith is NewNetwork with extra agent options per name.
+func NewNetworkWith(tb testing.TB, opts map[string][]agent.Option, names ...string) *Network {
+	tb.Helper()
+	p := pkitest.New(tb, append([]string{"gateway"}, names...)...)
+	dir := tb.TempDir()
+	p.WriteFiles(tb, dir)
+	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	skPEM, _ := pki.EncodeKeyPEM(sk)
+	skFile := filepath.Join(dir, "gateway-signing.key")
+	if err := os.WriteFile(skFile, skPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	op := "operator-" + hex.EncodeToString(skPEM[40:56])
+	sum := sha256.Sum256([]byte(op))
+	n := &Network{TB: tb, PKI: p, Audience: "https://gateway.agenttest", Nodes: map[string]*Node{},
+		TLS: &tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS12}}
+	cfg := gateway.Config{
+		Audience: n.Audience, Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+		TLSCert: p.Accounts["gateway"].CertFile, TLSKey: p.Accounts["gateway"].KeyFile,
+		TrustRoots: []string{p.CAFile}, SigningKey: skFile, OperatorTokenSHA256: hex.EncodeToString(sum[:]),
+		DataDir: filepath.Join(dir, "gateway"), SweepInterval: 20 * time.Millisecond,
+		LeaseTimeout: 2 * time.Second, ShutdownTimeout: 5 * time.Second, Dev: true,
+	}
+	srv, err := gateway.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatalf("gateway.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	n.Gateway, n.URL = srv, "https://"+srv.Addr().String()
+	waitHTTP(tb, "http://"+srv.MetricsAddr().String()+"/readyz")
+
+	admin, err := client.NewAdmin(client.AdminConfig{BaseURL: "https://" + srv.AdminAddr().String(), Token: op, TLS: n.TLS})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	types := []string{schemas.TypeSakOverforing, schemas.TypeMottatt, schemas.TypeAvvist, schemas.TypeBehandlet,
+		schemas.TypeDokumentasjonForesporsel, schemas.TypeDokumentasjonSvar}
+	for _, name := range names {
+		pt, ok := parties[name]
+		if !ok {
+			tb.Fatalf("agenttest: unknown party %q (oslo, bergen, trondheim)", name)
+		}
+		acct, err := admin.CreateAccount(context.Background(), api.AccountRequest{
+			Name: name + " kommune", OrgNumber: pt[1], Municipality: pt[0], Service: "barneverntjenesten",
+			Types: types, Certificates: []string{string(pki.EncodeCertPEM(p.Accounts[name].Cert))},
+		})
+		if err != nil {
+			tb.Fatalf("create account %s: %v", name, err)
+		}
+		root := tb.TempDir()
+		nd := &Node{Name: name, ID: acct.ID, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
+			Outbox: filepath.Join(root, "outbox"), Account: p.Accounts[name], Token: Token, opts: opts[name]}
+		n.Nodes[name] = nd
+	}
+	for _, name := range names {
+		n.start(n.Nodes[name])
+	}
+	return n
+}
+
+// start builds and runs a node's agent on its data dir.
+func (n *Network) start(nd *Node, extra ...agent.Option) {
+	n.TB.Helper()
+	f, err := folder.New("folder", folder.Config{Inbox: nd.Inbox, Outbox: nd.Outbox, PollInterval: 50 * time.Millisecond}, nil)
+	if err != nil {
+		n.TB.Fatal(err)
+	}
+	cfg := agent.Config{Account: nd.ID, DataDir: nd.DataDir, Dev: true,
+		Gateway:  agent.GatewayConfig{URL: n.URL, Audience: n.Audience},
+		LocalAPI: agent.LocalAPIConfig{Listen: "127.0.0.1:0"},
+		Retry:    agent.RetryConfig{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Receive:  agent.ReceiveConfig{Wait: time.Second}}
+	opts := append([]agent.Option{agent.WithKeys(agent.Key{Cert: nd.Account.Cert, Signer: nd.Account.Key}),
+		agent.WithTrustRoots(n.PKI.CA.Cert), agent.WithGatewayTLS(n.TLS.Clone()), agent.WithToken(Token),
+		agent.WithAdapters(f)}, nd.opts...)
+	opts = append(opts, extra...)
+	a, err := agent.New(cfg, slog.New(slog.DiscardHandler), opts...)
+	if err != nil {
+		n.TB.Fatalf("agent %s: %v", nd.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	nd.Agent, nd.URL, nd.Done, nd.cancel = a, a.LocalURL(), done, cancel
+	go func() { done <- a.Run(ctx) }()
+	n.TB.Cleanup(func() { cancel(); _ = a.Close() })
+}
+
+// Stop stops a node's agent and waits for Run to return, giving its result.
+func (n *Network) Stop(name string) error {
+	nd := n.Nodes[name]
+	nd.cancel()
+	select {
+	case err := <-nd.Done:
+		nd.Done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		n.TB.Fatalf("agent %s did not stop", name)
+		return nil
+	}
+}
+
+// Restart closes a node's agent (if still running) and starts a new one on
+// the same data dir and folders, with the node's options plus extra.
+func (n *Network) Restart(name string, extra ...agent.Option) *Node {
+	n.TB.Helper()
+	_ = n.Stop(name)
+	nd := n.Nodes[name]
+	n.start(nd, extra...)
+	return nd
+}
+
+func waitHTTP(tb testing.TB, url string) {
+	tb.Helper()
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s not ready", url)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
