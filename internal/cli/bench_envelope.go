@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -258,7 +257,7 @@ func best(r *benchRun, name string, args []string, prep func() error) error {
 	}
 	// Start every run with no dirty pages from the previous one, so that
 	// neither side pays for the other's write-back.
-	syscall.Sync()
+	syncFilesystems()
 	cmd := exec.Command(name, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -299,10 +298,7 @@ func best(r *benchRun, name string, args []string, prep func() error) error {
 	if err != nil {
 		return fmt.Errorf("bench: %s %s: %v: %s", filepath.Base(name), args[0], err, strings.TrimSpace(stderr.String()))
 	}
-	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = int64(ru.Maxrss) // KiB on Linux
-	}
+	rss := childMaxRSS(cmd.ProcessState)
 	if rss <= floor {
 		rss = peak
 	}
