@@ -259,7 +259,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		a.adapters = append(a.adapters, ad)
 	}
 	for _, ad := range a.adapters {
-		if r, ok := ad.(adapter.Receiver); ok {
+		if r, ok := adapter.IsReceiver(ad); ok {
 			if a.receiver != nil {
 				cleanup()
 				return nil, fmt.Errorf("adapters %s and %s both take incoming messages; configure one", a.receiver.Name(), ad.Name())

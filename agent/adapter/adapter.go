@@ -42,6 +42,26 @@ type Receiver interface {
 	Deliver(ctx context.Context, h Host, d Delivery) error
 }
 
+// Receives is an optional interface of a Receiver whose configuration may
+// take no incoming messages (a folder adapter with only an outbox): when
+// Receives returns false the agent does not count it as the receiver, so
+// another adapter can take the messages.
+type Receives interface {
+	Receives() bool
+}
+
+// IsReceiver reports whether a takes incoming messages.
+func IsReceiver(a Adapter) (Receiver, bool) {
+	r, ok := a.(Receiver)
+	if !ok {
+		return nil, false
+	}
+	if o, ok := a.(Receives); ok && !o.Receives() {
+		return nil, false
+	}
+	return r, true
+}
+
 // Host is the agent as an adapter sees it.
 type Host interface {
 	// Send validates, seals and durably queues a case; the returned id is

@@ -45,7 +45,7 @@ type Node struct {
 	Name    string
 	ID      string // account id
 	DataDir string
-	Inbox   string // folder adapter inbox
+	Inbox   string // folder adapter inbox ("" with Setup.OwnReceiver)
 	Outbox  string // folder adapter outbox
 	Account *pkitest.Account
 	Agent   *agent.Agent
@@ -77,6 +77,22 @@ func NewNetwork(tb testing.TB, names ...string) *Network {
 // NewNetworkWith is NewNetwork with extra agent options per name.
 func NewNetworkWith(tb testing.TB, opts map[string][]agent.Option, names ...string) *Network {
 	tb.Helper()
+	return NewNetworkSetup(tb, Setup{Options: opts}, names...)
+}
+
+// Setup shapes the agents of a network.
+type Setup struct {
+	// Options are extra agent options per name.
+	Options map[string][]agent.Option
+	// OwnReceiver names nodes whose folder adapter takes no incoming
+	// messages, because Options give them another adapter.Receiver.
+	OwnReceiver map[string]bool
+}
+
+// NewNetworkSetup is NewNetwork shaped by s.
+func NewNetworkSetup(tb testing.TB, s Setup, names ...string) *Network {
+	tb.Helper()
+	opts := s.Options
 	p := pkitest.New(tb, append([]string{"gateway"}, names...)...)
 	dir := tb.TempDir()
 	p.WriteFiles(tb, dir)
@@ -132,6 +148,9 @@ func NewNetworkWith(tb testing.TB, opts map[string][]agent.Option, names ...stri
 		root := tb.TempDir()
 		nd := &Node{Name: name, ID: acct.ID, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
 			Outbox: filepath.Join(root, "outbox"), Account: p.Accounts[name], Token: Token, opts: opts[name]}
+		if s.OwnReceiver[name] {
+			nd.Inbox = ""
+		}
 		n.Nodes[name] = nd
 	}
 	for _, name := range names {

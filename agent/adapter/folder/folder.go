@@ -355,6 +355,15 @@ func caseID(dir, fromCase string) (string, error) {
 	return id, durable.SyncDir(dir)
 }
 
+var (
+	_ adapter.Receiver = (*Folder)(nil)
+	_ adapter.Receives = (*Folder)(nil)
+)
+
+// Receives implements adapter.Receives: a folder adapter takes incoming
+// messages only when it has an inbox.
+func (f *Folder) Receives() bool { return f.cfg.Inbox != "" }
+
 // Deliver writes an incoming message into Inbox/<id>/ atomically. A message
 // already there is left as is.
 func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery) error {

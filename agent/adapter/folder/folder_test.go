@@ -203,3 +203,22 @@ func TestLogsCarryNoFolderNames(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboxOnlyIsNoReceiver: a folder adapter without an inbox leaves
+// incoming messages to another adapter (the agent refuses two receivers).
+func TestOutboxOnlyIsNoReceiver(t *testing.T) {
+	out, err := New("out", Config{Outbox: filepath.Join(t.TempDir(), "outbox")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := adapter.IsReceiver(out); ok {
+		t.Error("outbox-only folder adapter counted as the receiver")
+	}
+	in, err := New("in", Config{Inbox: filepath.Join(t.TempDir(), "inbox")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := adapter.IsReceiver(in); !ok {
+		t.Error("folder adapter with an inbox is not the receiver")
+	}
+}
