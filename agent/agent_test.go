@@ -1,104 +1,24 @@
-package agent
+package agent_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kurer/kurer/agent"
 	"github.com/kurer/kurer/agent/adapter"
+	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/internal/errs"
-	"github.com/kurer/kurer/internal/pki"
-	"github.com/kurer/kurer/internal/pki/pkitest"
 	"github.com/kurer/kurer/schemas"
 )
-
-// Fixed test accounts: Trondheim (5001) sends, Oslo (0301) receives, the
-// example case names both.
-const (
-	trondheimID = "00000000-0000-4000-8000-000000005001"
-	osloID      = "00000000-0000-4000-8000-000000000301"
-)
-
-type testNode struct {
-	name  string
-	id    string
-	dir   string
-	acct  *pkitest.Account
-	agent *Agent
-	done  chan error
-	opts  []Option
-}
-
-type testEnv struct {
-	t     testing.TB
-	pki   *pkitest.PKI
-	net   *memNet
-	nodes map[string]*testNode
-}
-
-func newTestEnv(t testing.TB) *testEnv {
-	t.Helper()
-	p := pkitest.New(t, "trondheim", "oslo")
-	e := &testEnv{t: t, pki: p, net: newMemNet(), nodes: map[string]*testNode{}}
-	all := []string{schemas.TypeSakOverforing, schemas.TypeMottatt, schemas.TypeAvvist, schemas.TypeBehandlet,
-		schemas.TypeDokumentasjonForesporsel, schemas.TypeDokumentasjonSvar}
-	for _, n := range []struct{ name, id, muni, org string }{
-		{"trondheim", trondheimID, "5001", "315000009"}, {"oslo", osloID, "0301", "315010004"},
-	} {
-		acct := p.Accounts[n.name]
-		e.net.accounts[n.id] = api.Account{ID: n.id, Name: n.name, OrgNumber: n.org, Municipality: n.muni, Types: all,
-			Certificates: []api.Certificate{{PEM: string(pki.EncodeCertPEM(acct.Cert)), Fingerprint: pki.Fingerprint(acct.Cert),
-				NotBefore: acct.Cert.NotBefore, NotAfter: acct.Cert.NotAfter}}}
-		e.nodes[n.name] = &testNode{name: n.name, id: n.id, dir: t.TempDir(), acct: acct}
-	}
-	return e
-}
-
-// start starts (or restarts, on the same data dir) the agent of node name.
-func (e *testEnv) start(name string, opts ...Option) *testNode {
-	e.t.Helper()
-	n := e.nodes[name]
-	cfg := Config{Account: n.id, DataDir: n.dir, Dev: true,
-		LocalAPI: LocalAPIConfig{Listen: "127.0.0.1:0"},
-		Retry:    RetryConfig{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Receive:  ReceiveConfig{Wait: time.Second}}
-	all := append([]Option{WithKeys(Key{Cert: n.acct.Cert, Signer: n.acct.Key}), WithTrustRoots(e.pki.CA.Cert),
-		WithGateway(e.net.gw(n.id)), WithToken("test-token-0123456789")}, opts...)
-	a, err := New(cfg, slog.New(slog.DiscardHandler), all...)
-	if err != nil {
-		e.t.Fatalf("new agent %s: %v", name, err)
-	}
-	n.agent, n.done = a, make(chan error, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { n.done <- a.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		<-a.closed
-	})
-	return n
-}
-
-// stop stops a node gracefully, or waits for a halted one.
-func (n *testNode) wait(tb testing.TB) error {
-	tb.Helper()
-	select {
-	case err := <-n.done:
-		return err
-	case <-time.After(20 * time.Second):
-		tb.Fatalf("agent %s did not stop", n.name)
-		return nil
-	}
-}
 
 // exampleCase is examples/cases/sak-overforing (Trondheim -> Oslo).
 func exampleCase(tb testing.TB) adapter.Case {
@@ -119,24 +39,19 @@ func exampleCase(tb testing.TB) adapter.Case {
 	return c
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func outState(a *Agent, id string) string {
+func outState(a *agent.Agent, id string) string {
 	d, err := a.Message(id)
 	if err != nil {
 		return ""
 	}
 	return d.State
+}
+
+// outOrder is the documented order of outgoing states (docs/states.md):
+// a later event never moves a message back.
+var outOrder = map[string]int{
+	localapi.StateQueued: 0, localapi.StateSent: 1, localapi.StateDelivered: 2, localapi.StateReceived: 3,
+	localapi.StateProcessed: 4, localapi.StateRejected: 4, localapi.StateExpired: 4, localapi.StateFailed: 4,
 }
 
 // recordingAdapter is a Receiver that records deliveries (with a copy of
@@ -200,21 +115,40 @@ func (r *recordingAdapter) delivered() []string {
 	return append([]string(nil), r.ids...)
 }
 
+func (r *recordingAdapter) callCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
+}
+
+// receivingNetwork starts trondheim and oslo over a real gateway, with rec
+// as Oslo's receiving adapter (plus any extra nodes).
+func receivingNetwork(t *testing.T, rec *recordingAdapter, extra ...string) *agenttest.Network {
+	t.Helper()
+	return agenttest.NewNetworkSetup(t, agenttest.Setup{
+		Options:     map[string][]agent.Option{"oslo": {agent.WithAdapters(rec)}},
+		OwnReceiver: map[string]bool{"oslo": true},
+	}, append([]string{"trondheim", "oslo"}, extra...)...)
+}
+
+// TestSendReceiveReceipts sends a case through the real gateway to an
+// adapter that fails twice, and follows it to processed: same bytes at the
+// adapter, three delivery attempts, a mottatt receipt signed by Oslo, a
+// monotonic history, a final verdict, and an idempotent resend.
 func TestSendReceiveReceipts(t *testing.T) {
-	e := newTestEnv(t)
 	rec := &recordingAdapter{failN: 2}
-	tr := e.start("trondheim")
-	os := e.start("oslo", WithAdapters(rec))
+	n := receivingNetwork(t, rec)
+	tr, osl := n.Nodes["trondheim"], n.Nodes["oslo"]
 	c := exampleCase(t)
-	resp, err := tr.agent.Send(t.Context(), c)
+	resp, err := tr.Agent.Send(t.Context(), c)
 	if err != nil {
 		t.Fatalf("send: %v", err)
 	}
 	if resp.State != localapi.StateQueued {
 		t.Fatalf("state %q, want queued", resp.State)
 	}
-	waitFor(t, "received", func() bool { return outState(tr.agent, resp.ID) == localapi.StateReceived })
-	waitFor(t, "delivery", func() bool { return len(rec.delivered()) == 1 })
+	poll(t, "received", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateReceived })
+	poll(t, "delivery", func() bool { return len(rec.delivered()) == 1 })
 	// Same bytes at the adapter.
 	rec.mu.Lock()
 	got := rec.got[resp.ID]
@@ -223,94 +157,113 @@ func TestSendReceiveReceipts(t *testing.T) {
 		t.Fatal("melding.json differs")
 	}
 	for _, f := range c.Files {
-		want, _ := readFile(f.Path)
+		want, err := os.ReadFile(f.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !bytes.Equal(got[f.Name], want) {
 			t.Fatalf("%s differs", f.Name)
 		}
 	}
-	if rec.calls != 3 {
-		t.Fatalf("adapter calls %d, want 3 (two failures, then success)", rec.calls)
+	if calls := rec.callCount(); calls != 3 {
+		t.Fatalf("adapter calls %d, want 3 (two failures, then success)", calls)
 	}
-	waitFor(t, "in delivered", func() bool { d, _ := os.agent.Message(resp.ID); return d.State == localapi.InDelivered })
+	poll(t, "in delivered", func() bool { return outState(osl.Agent, resp.ID) == localapi.InDelivered })
 
 	// The mottatt receipt is kept and verifies against the trust roots.
-	d, err := tr.agent.Message(resp.ID)
+	d, err := tr.Agent.Message(resp.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var kinds []string
 	for _, r := range d.Receipts {
 		kinds = append(kinds, r.Kind)
-		if r.Kind == KindMottatt {
-			signer, err := VerifyReceipt(r, e.pki.Pool, time.Now())
+		if r.Kind == agent.KindMottatt {
+			signer, err := agent.VerifyReceipt(r, n.PKI.Pool, time.Now())
 			if err != nil {
 				t.Fatalf("verify mottatt: %v", err)
 			}
-			if !signer.Equal(os.acct.Cert) {
+			if !signer.Equal(osl.Account.Cert) {
 				t.Fatal("mottatt not signed by oslo")
+			}
+			if r.Issuer != osl.ID {
+				t.Fatalf("mottatt issuer %q, want oslo %q", r.Issuer, osl.ID)
 			}
 		}
 	}
-	sort.Strings(kinds)
-	if !strings.Contains(strings.Join(kinds, ","), "accepted") || !strings.Contains(strings.Join(kinds, ","), KindMottatt) {
+	if !slices.Contains(kinds, api.EventAccepted) || !slices.Contains(kinds, agent.KindMottatt) {
 		t.Fatalf("receipts %v", kinds)
 	}
 
 	// Processed via the local API verdict -> behandlet -> processed.
-	if err := os.agent.Processed(t.Context(), resp.ID); err != nil {
+	if err := osl.Agent.Processed(t.Context(), resp.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "processed", func() bool { return outState(tr.agent, resp.ID) == localapi.StateProcessed })
+	poll(t, "processed", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateProcessed })
 	// A late rejection is refused: the verdict is final.
-	if err := os.agent.Rejected(t.Context(), resp.ID, nil); errs.CodeOf(err) != errs.NotDeliverable {
+	if err := osl.Agent.Rejected(t.Context(), resp.ID, nil); errs.CodeOf(err) != errs.NotDeliverable {
 		t.Fatalf("reject after processed: %v", err)
 	}
 	// History is monotonic.
-	d, _ = tr.agent.Message(resp.ID)
+	d, err = tr.Agent.Message(resp.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var states []string
 	for _, h := range d.History {
-		if h.Reason != ReasonLateEvent {
+		if h.Reason != agent.ReasonLateEvent {
 			states = append(states, h.State)
 		}
 	}
 	for i := 1; i < len(states); i++ {
-		if outRank[states[i]] < outRank[states[i-1]] {
+		if outOrder[states[i]] < outOrder[states[i-1]] {
 			t.Fatalf("history not monotonic: %v", states)
 		}
 	}
-	// Sending the same id again answers the same; other content conflicts.
+	if len(states) == 0 || states[0] != localapi.StateQueued || states[len(states)-1] != localapi.StateProcessed {
+		t.Fatalf("history %v: want queued first and processed last", states)
+	}
+	// Sending the same id again answers the same; nothing new is queued.
 	c.ID = resp.ID
-	if again, err := tr.agent.Send(t.Context(), c); err != nil || again.ID != resp.ID || again.State != localapi.StateProcessed {
+	if again, err := tr.Agent.Send(t.Context(), c); err != nil || again.ID != resp.ID || again.State != localapi.StateProcessed {
 		t.Fatalf("resend with the same id: %+v %v", again, err)
+	}
+	if ids := rec.delivered(); len(ids) != 1 {
+		t.Fatalf("adapter got %d messages, want 1: %v", len(ids), ids)
 	}
 }
 
-func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
-
+// TestSendIdempotentAndSchemaErrors checks over the real gateway that a
+// send repeated with its id answers the same, that other content under that
+// id is a conflict, and that a schema-invalid case is refused with every
+// JSON path; only the first case ever reaches the gateway and Oslo.
 func TestSendIdempotentAndSchemaErrors(t *testing.T) {
-	e := newTestEnv(t)
-	tr := e.start("trondheim")
+	n := agenttest.NewNetwork(t, "trondheim", "oslo")
+	tr, osl := n.Nodes["trondheim"], n.Nodes["oslo"]
 	c := exampleCase(t)
 	c.ID = "11111111-2222-4333-8444-555555555555"
-	r1, err := tr.agent.Send(t.Context(), c)
+	r1, err := tr.Agent.Send(t.Context(), c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := tr.agent.Send(t.Context(), c)
+	r2, err := tr.Agent.Send(t.Context(), c)
 	if err != nil || r2.ID != r1.ID {
 		t.Fatalf("idempotent resend: %v %v", r2, err)
 	}
 	c2 := c
-	c2.Metadata = append([]byte(nil), c.Metadata...)
-	c2.Metadata = bytes.Replace(c2.Metadata, []byte(`"hast": false`), []byte(`"hast": true`), 1)
-	if _, err := tr.agent.Send(t.Context(), c2); errs.CodeOf(err) != errs.Conflict {
+	c2.Metadata = bytes.Replace(bytes.Clone(c.Metadata), []byte(`"hast": false`), []byte(`"hast": true`), 1)
+	if bytes.Equal(c2.Metadata, c.Metadata) {
+		t.Fatal("example case changed: no \"hast\": false to replace")
+	}
+	if _, err := tr.Agent.Send(t.Context(), c2); errs.CodeOf(err) != errs.Conflict {
 		t.Fatalf("same id, other content: %v", err)
 	}
 	bad := exampleCase(t)
+	bad.ID = "11111111-2222-4333-8444-666666666666"
 	bad.Metadata = bytes.Replace(bad.Metadata, []byte(`"hast": false`), []byte(`"hast": "nei"`), 1)
 	bad.Metadata = bytes.Replace(bad.Metadata, []byte(`"saksnummer": "2024/1187",`), []byte(``), 1)
-	_, err = tr.agent.Send(t.Context(), bad)
-	var ve *ValidationError
+	_, err = tr.Agent.Send(t.Context(), bad)
+	var ve *agent.ValidationError
 	if !errors.As(err, &ve) || errs.CodeOf(err) != errs.SchemaInvalid {
 		t.Fatalf("schema-invalid send: %v", err)
 	}
@@ -321,10 +274,33 @@ func TestSendIdempotentAndSchemaErrors(t *testing.T) {
 	if !paths["/hast"] || !paths["/avsender"] && !paths["/avsender/saksnummer"] {
 		t.Fatalf("reasons %+v lack the paths", ve.Reasons)
 	}
-	n := e.net
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if len(n.msgs) > 1 {
-		t.Fatalf("gateway holds %d messages, want at most 1", len(n.msgs))
+
+	// Only the first case travels: Oslo gets it once, with its content.
+	poll(t, "received at sender", func() bool { return outState(tr.Agent, r1.ID) == localapi.StateReceived })
+	poll(t, "inbox folder", func() bool { return len(inboxIDs(t, osl.Inbox)) > 0 })
+	if ids := inboxIDs(t, osl.Inbox); len(ids) != 1 || ids[0] != r1.ID {
+		t.Fatalf("oslo inbox %v, want only %s", ids, r1.ID)
+	}
+	meta, err := os.ReadFile(filepath.Join(osl.Inbox, r1.ID, localapi.MetadataFile))
+	if err != nil || !bytes.Equal(meta, c.Metadata) {
+		t.Fatalf("oslo's melding.json is not the first send's: %v", err)
+	}
+	list, err := tr.Agent.List(localapi.DirectionOut, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != r1.ID {
+		t.Fatalf("trondheim's outgoing list %+v, want only %s", list, r1.ID)
+	}
+	if _, err := tr.Agent.Message(bad.ID); err == nil {
+		t.Fatal("the schema-invalid case is recorded at the sender")
+	}
+	gw := n.Client("trondheim")
+	st, err := gw.Status(t.Context(), r1.ID)
+	if err != nil || st.Routing.From != tr.ID || st.Routing.To != osl.ID {
+		t.Fatalf("gateway status of the sent case: %+v %v", st, err)
+	}
+	if _, err := gw.Status(t.Context(), bad.ID); errs.CodeOf(err) != errs.NotFound {
+		t.Fatalf("gateway knows the schema-invalid case: %v", err)
 	}
 }
