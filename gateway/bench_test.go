@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,8 +32,17 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	var acked atomic.Int64
 	total := int64(b.N)
 	recvDone := make(chan struct{})
-	for range 16 { // receiver workers share the mailbox
+	for range benchWorkers() { // receiver workers share the mailbox
 		go func() {
+			// One download file per worker, emptied before each message:
+			// the load generator's own file creation is not the gateway's
+			// cost (the agent downloads into its spool).
+			f, err := createTemp(dlDir)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer f.Close()
 			for acked.Load() < total && ctx.Err() == nil {
 				items, err := bergen.Poll(ctx, time.Second, 8)
 				if err != nil {
@@ -42,15 +52,11 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 					if it.Kind != api.KindMessage {
 						continue
 					}
-					f, err := createTemp(dlDir)
-					if err != nil {
+					if err := f.Truncate(0); err != nil {
 						b.Error(err)
 						return
 					}
-					err = bergen.Download(ctx, it.Routing.ID, f)
-					f.Close()
-					os.Remove(f.Name())
-					if err != nil {
+					if err := bergen.Download(ctx, it.Routing.ID, f); err != nil {
 						continue
 					}
 					if err := bergen.Ack(ctx, it.Routing.ID); err == nil {
@@ -71,7 +77,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	)
 	b.ResetTimer()
 	start := time.Now()
-	for w := range 16 {
+	for w := range benchWorkers() {
 		c := e.client(senders[w%len(senders)])
 		from := senders[w%len(senders)]
 		wg.Add(1)
@@ -110,3 +116,12 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 func createTemp(dir string) (*os.File, error) { return os.CreateTemp(dir, "dl") }
 
 func sortDurations(d []time.Duration) { slices.Sort(d) }
+
+// benchWorkers is the number of sending and of receiving workers
+// (KURER_BENCH_WORKERS, default 16).
+func benchWorkers() int {
+	if n, err := strconv.Atoi(os.Getenv("KURER_BENCH_WORKERS")); err == nil && n > 0 {
+		return n
+	}
+	return 16
+}

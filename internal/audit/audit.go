@@ -45,7 +45,16 @@ type Options struct {
 	// NoHead stops maintaining the head file (path+".head"). Default false.
 	// An existing head file is still checked by Open and Verify.
 	NoHead bool
+	// HeadInterval is the least time between two head file writes (each an
+	// fsync of the file and of its directory). A head that lags the log is
+	// allowed (a crash can always leave it so); Close writes the last one.
+	// Default 200ms; negative: after every written batch.
+	HeadInterval time.Duration
 }
+
+// defaultHeadInterval keeps head file fsyncs off the disk's hot path under
+// load while bounding how far the head lags.
+const defaultHeadInterval = 200 * time.Millisecond
 
 // maxBatch bounds how many records one group commit writes.
 const maxBatch = 256
@@ -100,6 +109,9 @@ type result struct {
 func Open(path string, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.HeadInterval == 0 {
+		opts.HeadInterval = defaultHeadInterval
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, os.ErrNotExist)
@@ -419,9 +431,29 @@ func (l *Log) publishHead(h head) {
 // headWriter writes head files off the Append path: a head file that lags
 // behind the log is allowed (a crash can always leave it so), one ahead of
 // it never happens because a head is published only after its fsync.
+//
+// Writes are at least HeadInterval apart: a head published meanwhile
+// replaces the one waiting, and the end of the writer cuts the wait short.
 func (l *Log) headWriter() {
 	defer close(l.headDone)
+	var last time.Time
 	for h := range l.headCh {
+		if wait := l.opts.HeadInterval - time.Since(last); wait > 0 && !last.IsZero() {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-l.writerDone:
+			}
+			t.Stop()
+			select { // a newer head (or, once closed, the last one buffered)
+			case newer, ok := <-l.headCh:
+				if ok {
+					h = newer
+				}
+			default:
+			}
+		}
+		last = time.Now()
 		if err := writeHead(l.path, h, !l.opts.NoSync); err != nil {
 			l.stateMu.Lock()
 			if l.headErr == nil {

@@ -629,3 +629,48 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+// TestHeadIntervalBoundsWritesAndCloseFlushes: with a long HeadInterval the
+// head file is written for the first batch, then not again while the log
+// is open; Close cuts the wait short and writes the last head.
+func TestHeadIntervalBoundsWritesAndCloseFlushes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l := openLog(t, path, Options{HeadInterval: time.Hour})
+	ctx := context.Background()
+	if _, err := l.Append(ctx, "gateway", "message.accepted", "m-0", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h, ok, err := readHead(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && h.Seq == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("first head was not written")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := range 50 {
+		if _, err := l.Append(ctx, "gateway", "message.accepted", fmt.Sprint("m-", i+1), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, _, _ := readHead(path); h.Seq != 1 {
+		t.Fatalf("head rewritten within HeadInterval: seq %d", h.Seq)
+	}
+	start := time.Now()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Close waited %v for the head interval", el)
+	}
+	h, ok, err := readHead(path)
+	if err != nil || !ok || h.Seq != 51 {
+		t.Fatalf("head after Close = %+v, %v, %v; want seq 51", h, ok, err)
+	}
+}

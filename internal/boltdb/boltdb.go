@@ -12,11 +12,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// defaultMmapSize is 1 GiB where the address space allows it.
+const defaultMmapSize = 1<<30*(math.MaxInt>>62) | 64<<20*(1-math.MaxInt>>62)
 
 // ErrClosed is returned by Update after Close.
 var ErrClosed = errors.New("store is closed")
@@ -28,6 +32,11 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch is the most updates one transaction carries. Default 256.
 	MaxBatch int
+	// InitialMmapSize is the address space mapped at open, in bytes.
+	// Growing the map past it blocks every reader until all open reads
+	// end, so a busy store maps generously up front (it costs address
+	// space, not memory or disk). Default 1 GiB (64-bit) or 64 MiB.
+	InitialMmapSize int
 	// Buckets are created at open if missing.
 	Buckets []string
 }
@@ -58,7 +67,10 @@ func Open(path string, o Options) (*DB, error) {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 256
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType})
+	if o.InitialMmapSize == 0 {
+		o.InitialMmapSize = defaultMmapSize
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: o.InitialMmapSize})
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}

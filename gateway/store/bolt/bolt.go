@@ -480,9 +480,9 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 			return store.Item{}, err
 		}
 	}
-	var existing *record
+	var existing, stored *record
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
-		existing = nil
+		existing, stored = nil, nil
 		if r, err := getRec(tx, id); err == nil {
 			existing = r
 			return store.ErrExists
@@ -502,6 +502,7 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		if err := tx.Bucket(bUploads).Delete([]byte(id)); err != nil {
 			return err
 		}
+		stored = r
 		return enqueue(tx, r)
 	})
 	if err != nil {
@@ -514,7 +515,7 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		return store.Item{}, err
 	}
 	b.notify(it.Routing.To)
-	return b.Item(ctx, id)
+	return stored.Item, nil // built here, not read from the map: safe to keep
 }
 
 // Item implements store.Store.
