@@ -56,7 +56,8 @@ func LoadAgentConfig(path string, dev bool) (agent.Config, error) {
 	for i := range cfg.TrustRoots {
 		cfg.TrustRoots[i] = resolvePath(base, cfg.TrustRoots[i])
 	}
-	// Folder paths in adapter options are relative to the file too.
+	// Paths in adapter options (folder folders, webhook secret and CA
+	// files) are relative to the file too.
 	for i := range cfg.Adapters {
 		opts := &cfg.Adapters[i].Options
 		if opts.Kind != yaml.MappingNode {
@@ -64,7 +65,7 @@ func LoadAgentConfig(path string, dev bool) (agent.Config, error) {
 		}
 		for j := 0; j+1 < len(opts.Content); j += 2 {
 			switch opts.Content[j].Value {
-			case "outbox", "sent", "failed", "inbox", "receipts":
+			case "outbox", "sent", "failed", "inbox", "receipts", "secret_file", "ca_file":
 				opts.Content[j+1].Value = resolvePath(base, opts.Content[j+1].Value)
 			}
 		}

@@ -88,7 +88,7 @@ const (
 
 // ReasonRejected is the reason code of a refusal whose answer carried no
 // usable reasons.
-const ReasonRejected = "rejected_by_case_system"
+const ReasonRejected = "case_system"
 
 // MinSecretLen is the shortest accepted HMAC secret, in bytes.
 const MinSecretLen = 32
