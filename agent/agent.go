@@ -156,8 +156,9 @@ type Agent struct {
 
 	idLocks keyedMutex
 
-	wakeUpload chan struct{}
-	wakeWork   chan struct{}
+	wakeUpload  chan struct{}
+	wakeWork    chan struct{}
+	wakeDeliver chan struct{}
 
 	apiLn, metricsLn   net.Listener
 	apiSrv, metricsSrv *http.Server
@@ -187,16 +188,17 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	a := &Agent{
-		cfg:        cfg,
-		log:        logger.With("component", "agent"),
-		account:    cfg.Account,
-		now:        o.now,
-		hook:       o.hook,
-		schemas:    o.schemas,
-		wakeUpload: make(chan struct{}, 1),
-		wakeWork:   make(chan struct{}, 1),
-		halt:       make(chan struct{}),
-		closed:     make(chan struct{}),
+		cfg:         cfg,
+		log:         logger.With("component", "agent"),
+		account:     cfg.Account,
+		now:         o.now,
+		hook:        o.hook,
+		schemas:     o.schemas,
+		wakeUpload:  make(chan struct{}, 1),
+		wakeWork:    make(chan struct{}, 1),
+		wakeDeliver: make(chan struct{}, 1),
+		halt:        make(chan struct{}),
+		closed:      make(chan struct{}),
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -367,6 +369,7 @@ func (a *Agent) run(parent context.Context) error {
 	goRun("uploader", a.uploadLoop)
 	goRun("receiver", a.receiveLoop)
 	goRun("work", a.workLoop)
+	goRun("deliver", a.deliverLoop)
 	host := &host{a: a}
 	for _, ad := range a.adapters {
 		ad := ad

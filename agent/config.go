@@ -118,6 +118,10 @@ type ReceiveConfig struct {
 	Wait time.Duration `yaml:"wait"`
 	// Max is the most items per poll. Default 16.
 	Max int `yaml:"max"`
+	// Workers is how many incoming messages are downloaded and opened at
+	// once, and how many acks, receipts and adapter deliveries run at
+	// once. Default 4.
+	Workers int `yaml:"workers"`
 	// MaxEnvelopeSize is the largest envelope accepted for download, in
 	// bytes. Default 2 GiB.
 	MaxEnvelopeSize int64 `yaml:"max_envelope_size"`
@@ -160,6 +164,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Receive.Wait == 0 {
 		c.Receive.Wait = 30 * time.Second
+	}
+	if c.Receive.Workers == 0 {
+		c.Receive.Workers = 4
 	}
 	if c.Receive.Max == 0 {
 		c.Receive.Max = 16
@@ -230,6 +237,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Receive.Wait < time.Second || c.Receive.Wait > 5*time.Minute {
 		bad("receive.wait: want 1s..5m, got %s", c.Receive.Wait)
+	}
+	if c.Receive.Workers < 1 || c.Receive.Workers > 64 {
+		bad("receive.workers: want 1..64, got %d", c.Receive.Workers)
 	}
 	if c.Receive.Max < 1 || c.Receive.Max > 1000 {
 		bad("receive.max: want 1..1000, got %d", c.Receive.Max)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/kurer/kurer/agent/localapi"
@@ -51,25 +52,68 @@ func (a *Agent) receiveLoop(ctx context.Context) error {
 		}
 		failures = 0
 		a.ready.Store(true)
+		// Notices first, one by one in mailbox order (cheap, and the
+		// history reads in the order things happened); then messages, up
+		// to Workers at once (handleMessage locks per id). The next poll
+		// waits for this batch, whose leases are running.
+		var msgs []api.MailboxItem
 		for _, it := range items {
 			if ctx.Err() != nil || a.halted.Load() {
 				return nil
 			}
-			var err error
 			switch it.Kind {
 			case api.KindNotice:
-				err = a.handleNotice(ctx, it)
+				a.logItemErr(ctx, it, a.handleNotice(ctx, it))
 			case api.KindMessage:
-				err = a.handleMessage(ctx, it)
+				msgs = append(msgs, it)
 			default:
 				a.log.Warn("unknown mailbox item kind; left for the lease to expire", "kind", it.Kind)
 			}
-			if err != nil && !errors.Is(err, ErrHalted) && ctx.Err() == nil {
-				a.log.Warn("mailbox item not taken; will be offered again", "id", it.Routing.ID, "kind", it.Kind, "err", err)
-			}
 		}
+		parallel(ctx, a.cfg.Receive.Workers, msgs, func(it api.MailboxItem) {
+			if !a.halted.Load() {
+				a.logItemErr(ctx, it, a.handleMessage(ctx, it))
+			}
+		})
 	}
 	return nil
+}
+
+func (a *Agent) logItemErr(ctx context.Context, it api.MailboxItem, err error) {
+	if err != nil && !errors.Is(err, ErrHalted) && ctx.Err() == nil {
+		a.log.Warn("mailbox item not taken; will be offered again", "id", it.Routing.ID, "kind", it.Kind, "err", err)
+	}
+}
+
+// parallel calls fn for every item, at most n at once, and returns when all
+// calls have returned. It starts no new call once ctx has ended.
+func parallel[T any](ctx context.Context, n int, items []T, fn func(T)) {
+	if n <= 1 || len(items) <= 1 {
+		for _, it := range items {
+			if ctx.Err() != nil {
+				return
+			}
+			fn(it)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, n)
+	for _, it := range items {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(it)
+		}()
+	}
+	wg.Wait()
 }
 
 // handleNotice applies a verified gateway notice to the outgoing message it
@@ -393,15 +437,81 @@ func digestMatches(f *os.File, want string) (bool, error) {
 // message: the gateway's ack (or reject), the receipts to the sender, the
 // adapter delivery. It runs at start (finishing work a crash left) and
 // whenever woken, and at least every second for due retries.
+// workLoop answers the gateway (ack, reject) and queues receipts for
+// stored messages; deliverLoop hands them to the adapter once that is done.
+// They are apart so that a slow case system never holds up acks (whose
+// leases run) or receipts.
 func (a *Agent) workLoop(ctx context.Context) error {
+	return a.passLoop(ctx, a.wakeWork, func(ctx context.Context) {
+		a.workPass(ctx, workAck, workReject, workReceipt)
+		wake(a.wakeDeliver)
+	})
+}
+
+// deliverLoop keeps up to Receive.Workers deliveries under way. A pass
+// starts deliveries for messages not already under way and does not wait
+// for them: one case the case system sits on never holds up the others.
+func (a *Agent) deliverLoop(ctx context.Context) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		busy = map[string]bool{}
+		sem  = make(chan struct{}, a.cfg.Receive.Workers)
+	)
+	defer wg.Wait()
+	return a.passLoop(ctx, a.wakeDeliver, func(ctx context.Context) {
+		ids, err := a.store.work(workDeliver)
+		if err != nil {
+			a.log.Error("list work", "err", err)
+			return
+		}
+		for _, id := range ids {
+			if ctx.Err() != nil || a.halted.Load() {
+				return
+			}
+			mu.Lock()
+			taken := busy[id]
+			mu.Unlock()
+			if taken || !a.deliverable(id) {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				return // all workers busy; a finishing one wakes the loop
+			}
+			mu.Lock()
+			busy[id] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := a.deliver(ctx, id)
+				if err != nil && !errors.Is(err, ErrHalted) && ctx.Err() == nil {
+					a.log.Warn("incoming work failed; will retry", "id", id, "work", string(workDeliver), "code", errs.CodeOf(err))
+				}
+				mu.Lock()
+				delete(busy, id)
+				mu.Unlock()
+				<-sem
+				if err == nil {
+					wake(a.wakeDeliver) // a worker is free for the next one
+				}
+			}()
+		}
+	})
+}
+
+// passLoop runs pass now, then whenever woken and at least every second.
+func (a *Agent) passLoop(ctx context.Context, woken <-chan struct{}, pass func(context.Context)) error {
 	for ctx.Err() == nil && !a.halted.Load() {
-		a.workPass(ctx)
+		pass(ctx)
 		t := time.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
-		case <-a.wakeWork:
+		case <-woken:
 		case <-t.C:
 		}
 		t.Stop()
@@ -409,14 +519,17 @@ func (a *Agent) workLoop(ctx context.Context) error {
 	return nil
 }
 
-func (a *Agent) workPass(ctx context.Context) {
-	for _, kind := range []byte{workAck, workReject, workReceipt, workDeliver} {
+// workPass does the pending work of each kind in turn (for one message,
+// ack before receipts before delivery), up to Receive.Workers messages at
+// once within a kind.
+func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
+	for _, kind := range kinds {
 		ids, err := a.store.work(kind)
 		if err != nil {
 			a.log.Error("list work", "err", err)
 			return
 		}
-		for _, id := range ids {
+		parallel(ctx, a.cfg.Receive.Workers, ids, func(id string) {
 			if ctx.Err() != nil || a.halted.Load() {
 				return
 			}
@@ -434,6 +547,9 @@ func (a *Agent) workPass(ctx context.Context) {
 			if err != nil && !errors.Is(err, ErrHalted) && ctx.Err() == nil {
 				a.log.Warn("incoming work failed; will retry", "id", id, "work", string(kind), "code", errs.CodeOf(err))
 			}
+		})
+		if ctx.Err() != nil || a.halted.Load() {
+			return
 		}
 	}
 }
@@ -466,6 +582,17 @@ func (a *Agent) rejectIn(ctx context.Context, id string) error {
 	}
 	_, err = a.store.updateIn(ctx, id, func(r *inRecord) error { r.NeedReject = false; return nil })
 	return err
+}
+
+// deliverable reports whether deliver has something to do for id now
+// (not waiting for its ack, its receipts or its next try), so that the
+// deliver loop does not spin on a message that is not due.
+func (a *Agent) deliverable(id string) bool {
+	rec, err := a.store.getIn(id)
+	if err != nil {
+		return true // let deliver meet and report the error
+	}
+	return rec.NeedDeliver && !rec.NeedAck && len(rec.PendingReceipts) == 0 && !rec.NextDeliver.After(a.now())
 }
 
 // deliver hands a stored message to the receiving adapter.
