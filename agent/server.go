@@ -462,6 +462,10 @@ func (a *Agent) handleRejected(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, errs.New(errs.MalformedJSON, err))
 		return
 	}
+	if _, err := dec.Token(); err != io.EOF { // one JSON value, nothing after it
+		a.writeError(w, r, errs.Newf(errs.MalformedJSON, "data after the JSON value"))
+		return
+	}
 	if err := a.Rejected(r.Context(), r.PathValue("id"), req.Reasons); err != nil {
 		a.writeError(w, r, err)
 		return

@@ -552,6 +552,8 @@ func TestAgentLocalAPIRefusals(t *testing.T) {
 			ctype: "application/json", body: []byte(`{"reasons":[{"code":"x"}]}`), want: errs.NotFound},
 		{name: "rejected-malformed-json", method: "POST", path: localapi.PathMessage + uuid.NewString() + "/rejected", token: tok,
 			ctype: "application/json", body: []byte(`{"reasons":[{"code":`), want: errs.MalformedJSON},
+		{name: "rejected-trailing-data", method: "POST", path: localapi.PathMessage + uuid.NewString() + "/rejected", token: tok,
+			ctype: "application/json", body: []byte(`{"reasons":[{"code":"x"}]}{"reasons":[]}`), want: errs.MalformedJSON},
 		{name: "rejected-unknown-field", method: "POST", path: localapi.PathMessage + uuid.NewString() + "/rejected", token: tok,
 			ctype: "application/json", body: []byte(`{"reasons":[],"state":"processed"}`), want: errs.MalformedJSON},
 		// Queries.
