@@ -29,11 +29,13 @@ test-short:
 test-crash: build
 	KURER_CRASH_FULL=1 $(GO) test -count=1 -run 'TestCrash' -timeout 30m -v ./internal/crashtest/
 
-# Every native fuzz target, each for FUZZTIME.
+# Every native fuzz target, each for FUZZTIME, found with go test -list (the
+# agent local API targets FuzzLocalAPISend and FuzzLocalAPIRejected among
+# them); a crasher is minimised for at most 1 s.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
 	  done; \
 	done
 
