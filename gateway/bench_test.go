@@ -24,7 +24,6 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := newEnv(b, nil)
 	senders := []string{"oslo", "trondheim"}
 	body := randBytes(10 << 10)
-	bergen := e.client("bergen")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -33,6 +32,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	total := int64(b.N)
 	recvDone := make(chan struct{})
 	for range benchWorkers() { // receiver workers share the mailbox
+		bergen := e.client("bergen") // each its own connection, as agents have
 		go func() {
 			// One download file per worker, emptied before each message:
 			// the load generator's own file creation is not the gateway's
@@ -76,7 +76,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 		wg   sync.WaitGroup
 	)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for w := range benchWorkers() {
 		c := e.client(senders[w%len(senders)])
 		from := senders[w%len(senders)]
@@ -103,9 +103,13 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	case <-time.After(2 * time.Minute):
 		b.Fatalf("only %d of %d acked", acked.Load(), total)
 	}
-	el := time.Since(start)
+	el, cpu := time.Since(start), processCPU()-cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(total)/el.Seconds(), "msgs/s")
+	if cpu > 0 { // gateway and load generator together, on this machine's cores
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(total), "cpu-ms/msg")
+		b.ReportMetric(cpu.Seconds()/el.Seconds(), "cores-busy")
+	}
 	if len(lats) > 0 {
 		sortDurations(lats)
 		b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds())/1000, "p99-accept-ms")
