@@ -24,6 +24,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/openapitest"
 )
 
 // The parts of an OpenAPI 3 document the drift tests read.
@@ -74,56 +75,8 @@ func loadSpec(tb testing.TB) *oaSpec {
 	if !strings.HasPrefix(spec.OpenAPI, "3.") {
 		tb.Fatalf("openapi version %q", spec.OpenAPI)
 	}
-	var doc any
-	if err := yaml.Unmarshal(localapi.OpenAPI, &doc); err != nil {
-		tb.Fatalf("openapi.yaml: %v", err)
-	}
-	checkRefs(tb, doc, doc)
+	openapitest.Check(tb, localapi.OpenAPI)
 	return &spec
-}
-
-// checkRefs fails for every "$ref" under n that does not resolve in doc,
-// and for every key without a value.
-func checkRefs(tb testing.TB, doc, n any) {
-	tb.Helper()
-	switch v := n.(type) {
-	case map[string]any:
-		for k, e := range v {
-			if e == nil { // e.g. an unquoted comma in a flow mapping
-				tb.Errorf("openapi.yaml: key %q has no value", k)
-			}
-			if k == "$ref" {
-				ref, _ := e.(string)
-				if lookupRef(doc, ref) == nil {
-					tb.Errorf("openapi.yaml: $ref %q does not resolve", ref)
-				}
-				continue
-			}
-			checkRefs(tb, doc, e)
-		}
-	case []any:
-		for _, e := range v {
-			checkRefs(tb, doc, e)
-		}
-	}
-}
-
-func lookupRef(doc any, ref string) any {
-	p, ok := strings.CutPrefix(ref, "#/")
-	if !ok {
-		return nil
-	}
-	n := doc
-	for _, seg := range strings.Split(p, "/") {
-		m, ok := n.(map[string]any)
-		if !ok {
-			return nil
-		}
-		if n, ok = m[seg]; !ok {
-			return nil
-		}
-	}
-	return n
 }
 
 // route is one pattern of the agent's local API mux.

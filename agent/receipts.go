@@ -101,7 +101,7 @@ func (a *Agent) sendReceipts(ctx context.Context, id string) error {
 				r.SentReceipts = append(r.SentReceipts, kind)
 				r.Receipts = append(r.Receipts, localapi.Receipt{Kind: kind, At: now, Issuer: a.account, Verified: true, ID: rid})
 			} else if !sent {
-				r.History = append(r.History, localapi.StateChange{State: r.State, At: now, Reason: "receipt_unsendable", Detail: kind})
+				r.History = append(r.History, localapi.StateChange{State: r.State, At: now, Reason: ReasonReceiptUnsendable, Detail: kind})
 			}
 			return nil
 		})

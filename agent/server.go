@@ -437,7 +437,7 @@ func (a *Agent) handleFile(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.FormatInt(file.Size, 10))
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Digest", "sha-256="+file.SHA256)
+	w.Header().Set(localapi.HeaderReprDigest, localapi.ReprDigest(file.SHA256))
 	_, _ = io.Copy(w, f)
 }
 

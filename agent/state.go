@@ -8,18 +8,19 @@ import (
 // Reason codes recorded with state changes and sent in avvist receipts
 // (docs/states.md). They are stable: new ones are added, none change meaning.
 const (
-	ReasonBadSignature     = "bad_signature"     // signature, chain or signer check failed
-	ReasonInvalidEnvelope  = "invalid_envelope"  // could not be decrypted or parsed
-	ReasonWrongReceiver    = "wrong_receiver"    // manifest/routing not addressed to this account
-	ReasonBindingMismatch  = "binding_mismatch"  // manifest disagrees with the routing header
-	ReasonSchemaInvalid    = "schema_invalid"    // melding.json does not match its schema
-	ReasonUnknownSender    = "unknown_sender"    // sender not in the catalog
-	ReasonMaxAttempts      = "max_attempts"      // upload retries exhausted
-	ReasonExpiredLocally   = "expired_in_outbox" // expired before the gateway accepted it
-	ReasonGatewayRefused   = "gateway_refused"   // the gateway refused the upload for good
-	ReasonReceiverRejected = "receiver_rejected" // avvist receipt without a more precise code
-	ReasonCaseSystem       = "case_system"       // the case system refused (webhook 4xx, local API)
-	ReasonLateEvent        = "late_event"        // recorded in history; state not changed
+	ReasonBadSignature      = "bad_signature"      // signature, chain or signer check failed
+	ReasonInvalidEnvelope   = "invalid_envelope"   // could not be decrypted or parsed
+	ReasonWrongReceiver     = "wrong_receiver"     // manifest/routing not addressed to this account
+	ReasonBindingMismatch   = "binding_mismatch"   // manifest disagrees with the routing header
+	ReasonSchemaInvalid     = "schema_invalid"     // melding.json does not match its schema
+	ReasonUnknownSender     = "unknown_sender"     // sender not in the catalog
+	ReasonMaxAttempts       = "max_attempts"       // upload retries exhausted
+	ReasonExpiredLocally    = "expired_in_outbox"  // expired before the gateway accepted it
+	ReasonGatewayRefused    = "gateway_refused"    // the gateway refused the upload for good
+	ReasonReceiverRejected  = "receiver_rejected"  // avvist receipt without a more precise code
+	ReasonCaseSystem        = "case_system"        // the case system refused (webhook 4xx, local API)
+	ReasonLateEvent         = "late_event"         // recorded in history; state not changed
+	ReasonReceiptUnsendable = "receipt_unsendable" // a receipt could not be sealed for the sender
 )
 
 // outRank orders the outgoing states; a change is applied only when it moves

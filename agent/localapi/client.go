@@ -3,9 +3,13 @@ package localapi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"mime/multipart"
 	"net"
@@ -332,8 +336,58 @@ func (c *Client) List(ctx context.Context, direction, state string, limit int) (
 }
 
 // File opens a received file's content. The caller closes it.
+//
+// The agent sends the file's SHA-256 (Repr-Digest); reading to the end
+// checks it, and a file that does not match ends in ErrDigestMismatch
+// instead of io.EOF.
 func (c *Client) File(ctx context.Context, id, name string) (io.ReadCloser, error) {
 	return c.getStream(ctx, PathMessage+url.PathEscape(id)+"/files/"+escapeName(name))
+}
+
+// ErrDigestMismatch ends the read of a file whose bytes do not match the
+// digest the agent sent with it.
+var ErrDigestMismatch = errors.New("file does not match its digest")
+
+// HeaderReprDigest carries a file's SHA-256 (RFC 9530: sha-256=:base64:).
+const HeaderReprDigest = "Repr-Digest"
+
+// ReprDigest formats a hex SHA-256 as a Repr-Digest value.
+func ReprDigest(hexSum string) string {
+	b, err := hex.DecodeString(hexSum)
+	if err != nil {
+		return ""
+	}
+	return "sha-256=:" + base64.StdEncoding.EncodeToString(b) + ":"
+}
+
+// verifyingBody hashes what is read and checks it at EOF.
+type verifyingBody struct {
+	io.ReadCloser
+	h    hash.Hash
+	want []byte
+}
+
+func (v *verifyingBody) Read(p []byte) (int, error) {
+	n, err := v.ReadCloser.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF && !bytes.Equal(v.h.Sum(nil), v.want) {
+		return n, ErrDigestMismatch
+	}
+	return n, err
+}
+
+// parseReprDigest returns the SHA-256 in a Repr-Digest value, if any.
+func parseReprDigest(v string) []byte {
+	for _, part := range strings.Split(v, ",") {
+		alg, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || !strings.EqualFold(alg, "sha-256") || len(val) < 2 || val[0] != ':' || val[len(val)-1] != ':' {
+			continue
+		}
+		if b, err := base64.StdEncoding.DecodeString(val[1 : len(val)-1]); err == nil && len(b) == sha256.Size {
+			return b
+		}
+	}
+	return nil
 }
 
 // Manifest opens a received message's manifest.json. The caller closes it.
@@ -362,6 +416,9 @@ func (c *Client) getStream(ctx context.Context, path string) (io.ReadCloser, err
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		return nil, responseError(resp)
+	}
+	if want := parseReprDigest(resp.Header.Get(HeaderReprDigest)); want != nil {
+		return &verifyingBody{ReadCloser: resp.Body, h: sha256.New(), want: want}, nil
 	}
 	return resp.Body, nil
 }

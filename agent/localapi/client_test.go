@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -542,5 +543,44 @@ func TestUnixSocket(t *testing.T) {
 	resp, err := c.Send(t.Context(), localapi.SendRequest{Type: "t", To: "x", Metadata: bytes.Repeat([]byte{' '}, 10)})
 	if err != nil || resp.ID == "" {
 		t.Fatalf("send over unix socket: %v %+v", err, resp)
+	}
+}
+
+// TestFileDigestChecked: a file read to the end is checked against the
+// Repr-Digest the agent sends; a mismatch ends the read with an error.
+func TestFileDigestChecked(t *testing.T) {
+	content := "inhold av dokumentet"
+	sum := sha256.Sum256([]byte(content))
+	other := sha256.Sum256([]byte("noe annet"))
+	for _, tc := range []struct {
+		name   string
+		digest string
+		want   error
+	}{
+		{"matching", localapi.ReprDigest(hex.EncodeToString(sum[:])), nil},
+		{"mismatch", localapi.ReprDigest(hex.EncodeToString(other[:])), localapi.ErrDigestMismatch},
+		{"absent", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.digest != "" {
+					w.Header().Set(localapi.HeaderReprDigest, tc.digest)
+				}
+				_, _ = io.WriteString(w, content)
+			}))
+			defer srv.Close()
+			rc, err := newClient(t, srv.URL).File(t.Context(), "m1", "a.pdf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			b, err := io.ReadAll(rc)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("read error %v, want %v", err, tc.want)
+			}
+			if string(b) != content {
+				t.Fatalf("read %q", b)
+			}
+		})
 	}
 }
