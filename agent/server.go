@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -330,6 +331,13 @@ func (a *Agent) List(direction, state string, limit int) ([]localapi.MessageSumm
 			out = append(out, inSummary(r))
 		}
 	}
+	// Each direction gave its oldest limit; merged, the oldest limit of all.
+	slices.SortStableFunc(out, func(x, y localapi.MessageSummary) int {
+		if c := x.Created.Compare(y.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
 	if len(out) > limit {
 		out = out[:limit]
 	}

@@ -1,0 +1,48 @@
+package agent_test
+
+import (
+	"testing"
+
+	"github.com/kurer/kurer/agent/agenttest"
+	"github.com/kurer/kurer/agent/localapi"
+	"github.com/kurer/kurer/schemas"
+)
+
+// TestListMergesDirectionsOldestFirst: without a direction, outgoing and
+// incoming messages are listed together, oldest first, and the limit cuts
+// the newest, whichever direction they have.
+func TestListMergesDirectionsOldestFirst(t *testing.T) {
+	n := agenttest.NewNetwork(t, "trondheim", "oslo")
+	tr, osl := n.Nodes["trondheim"], n.Nodes["oslo"]
+
+	in, err := tr.Agent.Send(t.Context(), exampleCase(t)) // Oslo's incoming, older
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "stored at Oslo", func() bool {
+		d, err := osl.Agent.Message(in.ID)
+		return err == nil && d.Direction == localapi.DirectionIn
+	})
+	c := exampleCase(t)
+	c.To = "municipality:5001"
+	c.Type = schemas.TypeSakOverforing
+	out, err := osl.Agent.Send(t.Context(), c) // Oslo's outgoing, newer
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := osl.Agent.List("", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].ID != in.ID || all[1].ID != out.ID {
+		t.Fatalf("list = %+v; want incoming %s then outgoing %s", all, in.ID, out.ID)
+	}
+	one, err := osl.Agent.List("", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(one) != 1 || one[0].ID != in.ID || one[0].Direction != localapi.DirectionIn {
+		t.Fatalf("list limit 1 = %+v; want the older incoming %s", one, in.ID)
+	}
+}
