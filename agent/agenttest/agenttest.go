@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ type Node struct {
 	Done    chan error // Run's result
 
 	opts   []agent.Option
+	config ConfigFunc
 	cancel context.CancelFunc
 }
 
@@ -66,6 +68,8 @@ type Network struct {
 	Audience string
 	TLS      *tls.Config
 	Nodes    map[string]*Node
+
+	stopGateway func()
 }
 
 // NewNetwork starts a gateway and one agent per name (oslo, bergen or
@@ -87,6 +91,8 @@ type Setup struct {
 	// OwnReceiver names nodes whose folder adapter takes no incoming
 	// messages, because Options give them another adapter.Receiver.
 	OwnReceiver map[string]bool
+	// Config adjusts a node's agent.Config per name, at every start.
+	Config map[string]ConfigFunc
 }
 
 // NewNetworkSetup is NewNetwork shaped by s.
@@ -123,7 +129,8 @@ func NewNetworkSetup(tb testing.TB, s Setup, names ...string) *Network {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	n.stopGateway = sync.OnceFunc(func() { cancel(); <-done })
+	tb.Cleanup(n.stopGateway)
 	n.Gateway, n.URL = srv, "https://"+srv.Addr().String()
 	waitHTTP(tb, "http://"+srv.MetricsAddr().String()+"/readyz")
 
@@ -147,7 +154,7 @@ func NewNetworkSetup(tb testing.TB, s Setup, names ...string) *Network {
 		}
 		root := tb.TempDir()
 		nd := &Node{Name: name, ID: acct.ID, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
-			Outbox: filepath.Join(root, "outbox"), Account: p.Accounts[name], Token: Token, opts: opts[name]}
+			Outbox: filepath.Join(root, "outbox"), Account: p.Accounts[name], Token: Token, opts: opts[name], config: s.Config[name]}
 		if s.OwnReceiver[name] {
 			nd.Inbox = ""
 		}
@@ -171,6 +178,9 @@ func (n *Network) start(nd *Node, extra ...agent.Option) {
 		LocalAPI: agent.LocalAPIConfig{Listen: "127.0.0.1:0"},
 		Retry:    agent.RetryConfig{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		Receive:  agent.ReceiveConfig{Wait: time.Second}}
+	if nd.config != nil {
+		nd.config(n, &cfg)
+	}
 	opts := append([]agent.Option{agent.WithKeys(agent.Key{Cert: nd.Account.Cert, Signer: nd.Account.Key}),
 		agent.WithTrustRoots(n.PKI.CA.Cert), agent.WithGatewayTLS(n.TLS.Clone()), agent.WithToken(Token),
 		agent.WithAdapters(f)}, nd.opts...)
