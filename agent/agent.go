@@ -560,19 +560,75 @@ func loadToken(cfg Config, o options) (string, error) {
 }
 
 func listenLocal(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		_ = os.Remove(path) // a stale socket from a previous run
-		ln, err := net.Listen("unix", path)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.Chmod(path, 0o600); err != nil {
-			_ = ln.Close()
-			return nil, err
-		}
-		return ln, nil
+	path, ok := socketPath(addr)
+	if !ok {
+		return net.Listen("tcp", addr)
 	}
-	return net.Listen("tcp", addr)
+	// Only a stale socket is removed: never another kind of file (a typo
+	// in the config must not delete data), never a live socket (another
+	// agent is serving it).
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("%s: another process is serving this socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	// Bind under a temporary name, restrict it, then rename it into
+	// place: the socket is never reachable with the umask's permissions.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	return &unixListener{Listener: ln, path: path}, nil
+}
+
+// unixListener removes its socket file when closed.
+type unixListener struct {
+	net.Listener
+	path string
+	once sync.Once
+}
+
+// Addr is the socket's final path (it was bound under a temporary one).
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *unixListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { _ = os.Remove(l.path) })
+	return err
+}
+
+// socketPath returns the file of a "unix:/path" (or "unix:///path")
+// listen address.
+func socketPath(addr string) (string, bool) {
+	p, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return "", false
+	}
+	if strings.HasPrefix(p, "///") {
+		p = p[2:]
+	}
+	return p, true
 }
 
 // keyedMutex serialises work on one message id.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -226,7 +227,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("profile: want \"\" or \"fiks\", got %q", c.Profile)
 	}
-	if l := c.LocalAPI.Listen; !strings.HasPrefix(l, "unix:") && !loopback(l) {
+	if l := c.LocalAPI.Listen; strings.HasPrefix(l, "unix:") {
+		if p, _ := socketPath(l); !filepath.IsAbs(p) || strings.HasPrefix(p, "//") {
+			bad("local_api.listen: want unix:/absolute/path (or unix:///absolute/path), got %q", l)
+		}
+	} else if !loopback(l) {
 		bad("local_api.listen: want 127.0.0.1:PORT, [::1]:PORT, localhost:PORT or unix:/path, got %q", l)
 	}
 	if c.LocalAPI.MaxFileSize < 0 || c.LocalAPI.MaxTotalSize < 0 || c.LocalAPI.MaxFiles < 0 || c.LocalAPI.MaxMetadataSize < 0 {
