@@ -32,6 +32,15 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch is the most updates one transaction carries. Default 256.
 	MaxBatch int
+	// Linger is how long the writer waits for more updates before it
+	// commits a small batch while the store is busy (the last transaction
+	// carried more than one update): each commit costs two fsyncs however
+	// many updates it carries, so under load a slightly later, larger
+	// commit gives more throughput and, overall, lower latency. A lone
+	// update never waits. Default 500µs; negative: never.
+	Linger time.Duration
+	// LingerBatch is the batch size that ends a linger early. Default 12.
+	LingerBatch int
 	// InitialMmapSize is the address space mapped at open, in bytes.
 	// Growing the map past it blocks every reader until all open reads
 	// end, so a busy store maps generously up front (it costs address
@@ -43,9 +52,11 @@ type Options struct {
 
 // DB is a bbolt database with a single group-committing writer.
 type DB struct {
-	bolt     *bolt.DB
-	reqs     chan *request
-	maxBatch int
+	bolt        *bolt.DB
+	reqs        chan *request
+	maxBatch    int
+	linger      time.Duration
+	lingerBatch int
 
 	mu        sync.RWMutex // guards closed against in-flight sends
 	closed    bool
@@ -66,6 +77,12 @@ func Open(path string, o Options) (*DB, error) {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 256
+	}
+	if o.Linger == 0 {
+		o.Linger = 500 * time.Microsecond
+	}
+	if o.LingerBatch <= 0 {
+		o.LingerBatch = 12
 	}
 	if o.InitialMmapSize == 0 {
 		o.InitialMmapSize = defaultMmapSize
@@ -89,11 +106,13 @@ func Open(path string, o Options) (*DB, error) {
 		}
 	}
 	d := &DB{
-		bolt:     b,
-		reqs:     make(chan *request, o.MaxBatch),
-		maxBatch: o.MaxBatch,
-		done:     make(chan struct{}),
-		stopped:  make(chan struct{}),
+		bolt:        b,
+		reqs:        make(chan *request, o.MaxBatch),
+		maxBatch:    o.MaxBatch,
+		linger:      o.Linger,
+		lingerBatch: min(o.LingerBatch, o.MaxBatch),
+		done:        make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	go d.writer()
 	return d, nil
@@ -151,6 +170,8 @@ func (d *DB) Close() error {
 func (d *DB) writer() {
 	defer close(d.stopped)
 	batch := make([]*request, 0, d.maxBatch)
+	busy := false // the last transaction carried more than one update
+	var lingerT *time.Timer
 	for {
 		batch = batch[:0]
 		select {
@@ -176,6 +197,26 @@ func (d *DB) writer() {
 				break fill
 			}
 		}
+		if busy && d.linger > 0 && len(batch) < d.lingerBatch {
+			if lingerT == nil {
+				lingerT = time.NewTimer(d.linger)
+			} else {
+				lingerT.Reset(d.linger)
+			}
+		linger:
+			for len(batch) < d.lingerBatch {
+				select {
+				case r := <-d.reqs:
+					batch = append(batch, r)
+				case <-lingerT.C:
+					break linger
+				case <-d.done:
+					break linger // the outer loop drains after this batch
+				}
+			}
+			lingerT.Stop()
+		}
+		busy = len(batch) > 1
 		d.run(batch)
 	}
 }

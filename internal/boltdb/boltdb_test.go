@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -147,4 +148,114 @@ func TestReopenAfterFrees(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestLingerOnlyWhenBusy: a lone update never waits for company; after a
+// transaction that carried several, a small batch waits (here: until a
+// second update comes, the linger being an hour).
+func TestLingerOnlyWhenBusy(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "db"), Options{Buckets: []string{"b"}, Linger: time.Hour, LingerBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	inside := make(chan struct{}, 1)
+	put := func(k string, gate chan struct{}) error {
+		return d.Update(t.Context(), func(tx *bolt.Tx) error {
+			if gate != nil {
+				inside <- struct{}{}
+				<-gate
+			}
+			return tx.Bucket([]byte("b")).Put([]byte(k), []byte("v"))
+		})
+	}
+	// Lone updates, one after the other: none may linger.
+	for i := range 3 {
+		done := make(chan error, 1)
+		go func() { done <- put(fmt.Sprint("lone", i), nil) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a lone update lingered")
+		}
+	}
+	// Make the store busy: hold the writer, queue two, release: they
+	// commit together.
+	gate := make(chan struct{})
+	errc := make(chan error, 5)
+	go func() { errc <- put("held", gate) }()
+	<-inside // the writer is running "held" alone
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate) // never leave the writer stuck (Close would hang)
+		}
+	}()
+	go func() { errc <- put("q1", nil) }()
+	go func() { errc <- put("q2", nil) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(d.reqs) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("updates not queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Busy now: a single update waits for a second one.
+	go func() { errc <- put("waits", nil) }()
+	select {
+	case err := <-errc:
+		t.Fatalf("update after a busy commit did not linger (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	go func() { errc <- put("company", nil) }()
+	for range 2 {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a full linger batch was not committed")
+		}
+	}
+}
+
+// TestCloseEndsLinger: Close does not wait out a linger.
+func TestCloseEndsLinger(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "db"), Options{Buckets: []string{"b"}, Linger: time.Hour, LingerBatch: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = d.Update(context.Background(), func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte("b")).Put(fmt.Appendf(nil, "k%d", i), nil)
+			})
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // let some batches form; the rest may linger
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the linger")
+	}
+	wg.Wait()
 }
