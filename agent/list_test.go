@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
@@ -44,5 +45,43 @@ func TestListMergesDirectionsOldestFirst(t *testing.T) {
 	}
 	if len(one) != 1 || one[0].ID != in.ID || one[0].Direction != localapi.DirectionIn {
 		t.Fatalf("list limit 1 = %+v; want the older incoming %s", one, in.ID)
+	}
+}
+
+// TestLatestEvent: after=latest starts at the newest event without paging
+// through the log: no old events, and a cursor that sees the next change.
+func TestLatestEvent(t *testing.T) {
+	n := agenttest.NewNetwork(t, "trondheim", "oslo")
+	tr := n.Nodes["trondheim"]
+	c, err := localapi.NewClient(tr.URL, tr.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := tr.Agent.Send(t.Context(), exampleCase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "received", func() bool { return outState(tr.Agent, first.ID) == localapi.StateReceived })
+	all, err := c.Events(t.Context(), 0, 0)
+	if err != nil || len(all.Events) == 0 {
+		t.Fatalf("events: %v %+v", err, all)
+	}
+	latest, err := c.LatestEvent(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := all.Events[len(all.Events)-1].Seq; latest != want {
+		t.Fatalf("latest = %d, want %d", latest, want)
+	}
+	second, err := tr.Agent.Send(t.Context(), exampleCase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := c.Events(t.Context(), latest, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Events) == 0 || ev.Events[0].ID != second.ID || ev.Events[0].Seq != latest+1 {
+		t.Fatalf("events after latest = %+v; want the second message's first change", ev.Events)
 	}
 }

@@ -489,7 +489,14 @@ func (a *Agent) handleRejected(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var after uint64
-	if s := q.Get("after"); s != "" {
+	if s := q.Get("after"); s == localapi.AfterLatest {
+		n, err := a.store.lastEvent()
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		after = n
+	} else if s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			a.writeError(w, r, errs.Newf(errs.BadRequest, "after: want a sequence number"))

@@ -520,6 +520,18 @@ func (s *store) events(after uint64, limit int) ([]localapi.Event, uint64, error
 	return out, next, err
 }
 
+// lastEvent returns the newest event's sequence number (0: none yet).
+func (s *store) lastEvent() (uint64, error) {
+	var last uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); len(k) == 8 {
+			last = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return last, err
+}
+
 // counts returns the number of records per direction and state.
 func (s *store) counts() (map[[2]string]int, error) {
 	out := map[[2]string]int{}

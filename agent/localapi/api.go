@@ -23,6 +23,8 @@ const (
 	// PathEvents: GET ?after=SEQ&wait=30s: long-poll of state changes
 	// (EventsResponse), for `kurer status --watch` and adapters.
 	PathEvents = "/v1/events"
+	// AfterLatest as the after of PathEvents starts at the newest event.
+	AfterLatest = "latest"
 
 	PathHealth  = "/healthz"
 	PathReady   = "/readyz"

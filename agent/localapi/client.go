@@ -466,6 +466,23 @@ func (c *Client) Events(ctx context.Context, after uint64, wait time.Duration) (
 	return out, err
 }
 
+// LatestEvent returns the sequence number of the agent's newest event (0
+// when there is none): the after to pass to Events to see only what
+// happens from now on.
+func (c *Client) LatestEvent(ctx context.Context) (uint64, error) {
+	q := url.Values{}
+	q.Set("after", AfterLatest)
+	req, err := c.newRequest(ctx, http.MethodGet, PathEvents, q, nil)
+	if err != nil {
+		return 0, err
+	}
+	var out EventsResponse
+	if err := c.doJSON(req, http.StatusOK, &out); err != nil {
+		return 0, err
+	}
+	return out.Next, nil
+}
+
 // Ready returns nil once the agent answers its readiness probe with 200.
 func (c *Client) Ready(ctx context.Context) error {
 	req, err := c.newRequest(ctx, http.MethodGet, PathReady, nil, nil)

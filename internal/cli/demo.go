@@ -566,7 +566,7 @@ func tailEvents(ctx context.Context, out io.Writer, d *demoAgent) {
 	if err != nil {
 		return
 	}
-	cursor, err := eventsCursor(ctx, c)
+	cursor, err := c.LatestEvent(ctx)
 	if err != nil {
 		return
 	}

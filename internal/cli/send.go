@@ -472,7 +472,7 @@ const eventsWait = 25 * time.Second
 // concerns it, so it never misses a step between polls. It returns the last
 // detail read.
 func followMessage(ctx context.Context, c *localapi.Client, id string, onChange func(localapi.StateChange)) (localapi.MessageDetail, error) {
-	cursor, err := eventsCursor(ctx, c)
+	cursor, err := c.LatestEvent(ctx)
 	if err != nil {
 		return localapi.MessageDetail{}, err
 	}
@@ -525,20 +525,4 @@ func containsID(evs []localapi.Event, id string) bool {
 		}
 	}
 	return false
-}
-
-// eventsCursor returns the sequence number of the newest event, paging
-// through the agent's event log with zero waits.
-func eventsCursor(ctx context.Context, c *localapi.Client) (uint64, error) {
-	var cursor uint64
-	for {
-		ev, err := c.Events(ctx, cursor, 0)
-		if err != nil {
-			return 0, err
-		}
-		if len(ev.Events) == 0 || ev.Next <= cursor {
-			return cursor, nil
-		}
-		cursor = ev.Next
-	}
 }

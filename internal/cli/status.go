@@ -236,7 +236,7 @@ func (o *statusOptions) runWatch(ctx context.Context, c *localapi.Client, out io
 	redraw := o.output == outputText && isTerminal(out)
 	// The cursor first, then the listing: a change between the two is seen
 	// twice (harmless), never missed.
-	cursor, err := eventsCursor(ctx, c)
+	cursor, err := c.LatestEvent(ctx)
 	if err != nil {
 		return watchEnd(ctx, err)
 	}
