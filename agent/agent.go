@@ -253,7 +253,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		if name == "" {
 			name = ac.Kind
 		}
-		ad, err := adapter.New(ac.Kind, name, decodeOptions(ac.Options))
+		ad, err := adapter.New(ac.Kind, name, decodeOptions(ac.Options), a.log)
 		if err != nil {
 			cleanup()
 			return nil, fmt.Errorf("adapter %s: %w", name, err)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
@@ -121,8 +122,9 @@ type Delivery struct {
 }
 
 // Factory builds an adapter named name; decode fills its config struct
-// strictly (unknown fields are errors).
-type Factory func(name string, decode func(v any) error) (Adapter, error)
+// strictly (unknown fields are errors). log is the agent's logger for the
+// adapter's own messages (never payloads or personal data).
+type Factory func(name string, decode func(v any) error, log *slog.Logger) (Adapter, error)
 
 var (
 	regMu    sync.RWMutex
@@ -147,14 +149,18 @@ func Register(kind string, f Factory) {
 var ErrUnknownKind = errors.New("unknown adapter kind")
 
 // New builds an adapter of kind.
-func New(kind, name string, decode func(v any) error) (Adapter, error) {
+// A nil log discards.
+func New(kind, name string, decode func(v any) error, log *slog.Logger) (Adapter, error) {
 	regMu.RLock()
 	f, ok := registry[kind]
 	regMu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknownKind, kind, Kinds())
 	}
-	return f(name, decode)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return f(name, decode, log)
 }
 
 // Kinds lists the registered kinds, sorted.

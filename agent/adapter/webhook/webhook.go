@@ -207,12 +207,12 @@ var (
 )
 
 func init() {
-	adapter.Register(Kind, func(name string, decode func(v any) error) (adapter.Adapter, error) {
+	adapter.Register(Kind, func(name string, decode func(v any) error, log *slog.Logger) (adapter.Adapter, error) {
 		var c Config
 		if err := decode(&c); err != nil {
 			return nil, fmt.Errorf("webhook adapter options: %w", err)
 		}
-		return New(name, c, nil)
+		return New(name, c, log)
 	})
 }
 

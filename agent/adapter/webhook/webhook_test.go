@@ -510,7 +510,7 @@ func TestRegistered(t *testing.T) {
 		c := v.(*Config)
 		c.URL, c.SecretFile = "https://fagsystem.kommune.no/kurer", secret
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +519,7 @@ func TestRegistered(t *testing.T) {
 		t.Fatalf("registered webhook is not a receiver named fagsystem: %v %v", ok, a.Name())
 	}
 	strict := errors.New("field nope not found")
-	if _, err := adapter.New(Kind, "x", func(any) error { return strict }); !errors.Is(err, strict) {
+	if _, err := adapter.New(Kind, "x", func(any) error { return strict }, nil); !errors.Is(err, strict) {
 		t.Fatalf("decode error not returned: %v", err)
 	}
 }
