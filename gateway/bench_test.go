@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/gatewaytest"
 )
 
 // BenchmarkSubmitDeliverAck measures the embedded gateway end to end for
@@ -21,9 +22,9 @@ import (
 //
 //	go test -run '^$' -bench SubmitDeliverAck -benchtime 4000x ./gateway/
 func BenchmarkSubmitDeliverAck(b *testing.B) {
-	e := newEnv(b, nil)
+	e := gatewaytest.New(b, nil)
 	senders := []string{"oslo", "trondheim"}
-	body := randBytes(10 << 10)
+	body := gatewaytest.RandBytes(10 << 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -32,7 +33,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	total := int64(b.N)
 	recvDone := make(chan struct{})
 	for range benchWorkers() { // receiver workers share the mailbox
-		bergen := e.client("bergen") // each its own connection, as agents have
+		bergen := e.Client("bergen") // each its own connection, as agents have
 		go func() {
 			// One download file per worker, emptied before each message:
 			// the load generator's own file creation is not the gateway's
@@ -78,13 +79,13 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	b.ResetTimer()
 	start, cpu0 := time.Now(), processCPU()
 	for w := range benchWorkers() {
-		c := e.client(senders[w%len(senders)])
+		c := e.Client(senders[w%len(senders)])
 		from := senders[w%len(senders)]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= total {
-				r := e.routing(from, "bergen", body)
+				r := e.Routing(from, "bergen", body)
 				t0 := time.Now()
 				if _, err := c.Submit(ctx, r, bytes.NewReader(body)); err != nil {
 					b.Error(err)

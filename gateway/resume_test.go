@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/gateway/gatewaytest"
 	"github.com/kurer/kurer/internal/faultproxy"
 )
 
@@ -13,16 +14,16 @@ import (
 // 8 MiB upload; the client asks the gateway how much it holds and continues
 // from there instead of starting again. The receiver gets the exact bytes.
 func TestUploadResumesAfterCut(t *testing.T) {
-	e := newEnv(t, nil)
-	proxy, err := faultproxy.New(e.srv.Addr().String())
+	e := gatewaytest.New(t, nil)
+	proxy, err := faultproxy.New(e.Srv.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	acct := e.pki.Accounts["oslo"]
+	acct := e.PKI.Accounts["oslo"]
 	c, err := client.New(client.Config{
-		BaseURL: "https://" + proxy.Addr(), AccountID: e.ids["oslo"], Signer: acct.Key, Cert: acct.Cert,
-		TLS: e.tls, Audience: e.cfg.Audience, Now: e.clk.Now, MaxRetries: 5,
+		BaseURL: "https://" + proxy.Addr(), AccountID: e.IDs["oslo"], Signer: acct.Key, Cert: acct.Cert,
+		TLS: e.TLS, Audience: e.Cfg.Audience, Now: e.Clock.Now, MaxRetries: 5,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -32,8 +33,8 @@ func TestUploadResumesAfterCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = 8 << 20
-	body := randBytes(size)
-	r := e.routing("oslo", "bergen", body)
+	body := gatewaytest.RandBytes(size)
+	r := e.Routing("oslo", "bergen", body)
 
 	proxy.SetFault(faultproxy.Fault{Mode: faultproxy.Reset, Dir: faultproxy.Upstream, After: 5 << 20})
 	go func() {
@@ -67,8 +68,8 @@ func TestUploadResumesAfterCut(t *testing.T) {
 	}
 	t.Logf("8 MiB upload across a reset: %.2f MiB sent in all", float64(up)/(1<<20))
 
-	bergen := e.client("bergen")
-	items := pollUntil(t, bergen, 1)
+	bergen := e.Client("bergen")
+	items := gatewaytest.PollUntil(t, bergen, 1)
 	f, err := openTemp(t)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kurer/kurer/envelope"
+	"github.com/kurer/kurer/gateway/gatewaytest"
 	"github.com/kurer/kurer/internal/pki/pkitest"
 )
 
@@ -30,7 +31,7 @@ type envFixture struct {
 
 func seal(t *testing.T, p *pkitest.PKI, from, to *pkitest.Account, files map[string]string, mod func(*envelope.Manifest)) ([]byte, envelope.Manifest) {
 	t.Helper()
-	m := envelope.Manifest{ID: uuid.NewString(), Type: msgType, From: uuid.NewString(), To: uuid.NewString()}
+	m := envelope.Manifest{ID: uuid.NewString(), Type: gatewaytest.MessageType, From: uuid.NewString(), To: uuid.NewString()}
 	if mod != nil {
 		mod(&m)
 	}

@@ -21,15 +21,16 @@ import (
 	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/gateway/gatewaytest"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
 )
 
 // noMessages asserts that the gateway holds no message at all (the
 // operator's message list is empty): a refusal stored nothing.
-func (e *env) noMessages(t *testing.T) {
+func noMessages(t *testing.T, e *gatewaytest.Env) {
 	t.Helper()
-	ms, err := e.admin().Messages(context.Background(), client.MessageFilter{})
+	ms, err := e.Admin().Messages(context.Background(), client.MessageFilter{})
 	if err != nil {
 		t.Fatalf("admin messages: %v", err)
 	}
@@ -39,9 +40,9 @@ func (e *env) noMessages(t *testing.T) {
 }
 
 // messageCount is the number of messages the gateway holds.
-func (e *env) messageCount(t *testing.T) int {
+func messageCount(t *testing.T, e *gatewaytest.Env) int {
 	t.Helper()
-	ms, err := e.admin().Messages(context.Background(), client.MessageFilter{})
+	ms, err := e.Admin().Messages(context.Background(), client.MessageFilter{})
 	if err != nil {
 		t.Fatalf("admin messages: %v", err)
 	}
@@ -71,9 +72,9 @@ func wantBody(t *testing.T, resp *http.Response, body []byte, code errs.Code) {
 	}
 }
 
-func (e *env) token(t *testing.T, name string) string {
+func token(t *testing.T, e *gatewaytest.Env, name string) string {
 	t.Helper()
-	tok, err := e.client(name).Token(context.Background())
+	tok, err := e.Client(name).Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,13 +84,13 @@ func (e *env) token(t *testing.T, name string) string {
 // TestAssertions: every way a client assertion can be wrong is refused at
 // /v1/token with the exact code, and no token is issued.
 func TestAssertions(t *testing.T) {
-	e := newEnv(t, nil)
-	oslo := e.ids["oslo"]
-	key := e.pki.Accounts["oslo"].Key
-	now := e.clk.Now()
+	e := gatewaytest.New(t, nil, "annet")
+	oslo := e.IDs["oslo"]
+	key := e.PKI.Accounts["oslo"].Key
+	now := e.Clock.Now()
 	base := func() map[string]any {
 		return map[string]any{
-			"iss": oslo, "sub": oslo, "aud": e.cfg.Audience, "jti": uuid.NewString(),
+			"iss": oslo, "sub": oslo, "aud": e.Cfg.Audience, "jti": uuid.NewString(),
 			"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
 		}
 	}
@@ -110,8 +111,8 @@ func TestAssertions(t *testing.T) {
 		}, errs.InvalidAssertion},
 		{"lifetime-over-2min", key, jwa.RS256(), func(c map[string]any) { c["exp"] = now.Add(10 * time.Minute).Unix() }, errs.InvalidAssertion},
 		{"wrong-audience", key, jwa.RS256(), func(c map[string]any) { c["aud"] = "https://evil.example" }, errs.InvalidAssertion},
-		{"iss-not-sub", key, jwa.RS256(), func(c map[string]any) { c["iss"] = e.ids["bergen"] }, errs.InvalidAssertion},
-		{"sub-other-account", key, jwa.RS256(), func(c map[string]any) { c["iss"], c["sub"] = e.ids["bergen"], e.ids["bergen"] }, errs.InvalidAssertion},
+		{"iss-not-sub", key, jwa.RS256(), func(c map[string]any) { c["iss"] = e.IDs["bergen"] }, errs.InvalidAssertion},
+		{"sub-other-account", key, jwa.RS256(), func(c map[string]any) { c["iss"], c["sub"] = e.IDs["bergen"], e.IDs["bergen"] }, errs.InvalidAssertion},
 		{"key-not-in-catalog", stranger, jwa.ES256(), func(map[string]any) {}, errs.InvalidAssertion},
 		{"no-jti", key, jwa.RS256(), func(c map[string]any) { delete(c, "jti") }, errs.InvalidAssertion},
 		{"unknown-account", key, jwa.RS256(), func(c map[string]any) { id := uuid.NewString(); c["iss"], c["sub"] = id, id }, errs.InvalidAssertion},
@@ -120,59 +121,59 @@ func TestAssertions(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
 			tc.claim(c)
-			_, err := e.postToken(assertion(t, tc.key, tc.alg, c))
-			wantCode(t, err, tc.want)
+			_, err := e.PostToken(gatewaytest.Assertion(t, tc.key, tc.alg, c))
+			gatewaytest.WantCode(t, err, tc.want)
 		})
 	}
 	t.Run("garbage", func(t *testing.T) {
-		_, err := e.postToken("not.a.jws")
-		wantCode(t, err, errs.InvalidAssertion)
+		_, err := e.PostToken("not.a.jws")
+		gatewaytest.WantCode(t, err, errs.InvalidAssertion)
 	})
 	t.Run("replayed-jti", func(t *testing.T) {
-		a := assertion(t, key, jwa.RS256(), base())
-		if _, err := e.postToken(a); err != nil {
+		a := gatewaytest.Assertion(t, key, jwa.RS256(), base())
+		if _, err := e.PostToken(a); err != nil {
 			t.Fatalf("first use: %v", err)
 		}
-		_, err := e.postToken(a)
-		wantCode(t, err, errs.ReplayedJTI)
+		_, err := e.PostToken(a)
+		gatewaytest.WantCode(t, err, errs.ReplayedJTI)
 	})
-	e.noMessages(t)
+	noMessages(t, e)
 }
 
 // TestAccessControl: tokens give an account its own mailbox and messages,
 // nothing else.
 func TestAccessControl(t *testing.T) {
-	e := newEnv(t, nil)
+	e := gatewaytest.New(t, nil, "annet")
 	ctx := context.Background()
-	body := randBytes(2048)
-	r := e.routing("bergen", "trondheim", body)
-	if _, err := e.client("bergen").Submit(ctx, r, strings.NewReader(string(body))); err != nil {
+	body := gatewaytest.RandBytes(2048)
+	r := e.Routing("bergen", "trondheim", body)
+	if _, err := e.Client("bergen").Submit(ctx, r, strings.NewReader(string(body))); err != nil {
 		t.Fatal(err)
 	}
-	before := e.messageCount(t)
-	osloTok := e.token(t, "oslo")
-	msgURL := e.url() + api.PathMessages + r.ID
+	before := messageCount(t, e)
+	osloTok := token(t, e, "oslo")
+	msgURL := e.URL() + api.PathMessages + r.ID
 
 	t.Run("no-token", func(t *testing.T) {
-		resp, b := e.raw("GET", e.url()+api.PathMailbox+"?wait=0s", "", nil, nil)
+		resp, b := e.Raw("GET", e.URL()+api.PathMailbox+"?wait=0s", "", nil, nil)
 		wantBody(t, resp, b, errs.Unauthenticated)
 	})
 	t.Run("bogus-token", func(t *testing.T) {
-		resp, b := e.raw("GET", e.url()+api.PathMailbox+"?wait=0s", "bogus-"+uuid.NewString(), nil, nil)
+		resp, b := e.Raw("GET", e.URL()+api.PathMailbox+"?wait=0s", "bogus-"+uuid.NewString(), nil, nil)
 		wantBody(t, resp, b, errs.Unauthenticated)
 	})
 	t.Run("status-of-others-message", func(t *testing.T) {
-		resp, b := e.raw("GET", msgURL, osloTok, nil, nil)
+		resp, b := e.Raw("GET", msgURL, osloTok, nil, nil)
 		wantBody(t, resp, b, errs.NotFound)
 		// Same answer as for an id that never existed: no existence leak.
-		resp2, b2 := e.raw("GET", e.url()+api.PathMessages+uuid.NewString(), osloTok, nil, nil)
+		resp2, b2 := e.Raw("GET", e.URL()+api.PathMessages+uuid.NewString(), osloTok, nil, nil)
 		wantBody(t, resp2, b2, errs.NotFound)
 		if string(b) != string(b2) {
 			t.Fatalf("existing and unknown ids answer differently: %s vs %s", b, b2)
 		}
 	})
 	t.Run("download-others-message", func(t *testing.T) {
-		resp, b := e.raw("GET", msgURL+"/content", osloTok, nil, nil)
+		resp, b := e.Raw("GET", msgURL+"/content", osloTok, nil, nil)
 		if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Fatalf("download of another's message: status %d %s", resp.StatusCode, b)
 		}
@@ -181,44 +182,44 @@ func TestAccessControl(t *testing.T) {
 		}
 	})
 	t.Run("ack-others-message", func(t *testing.T) {
-		err := e.client("oslo").Ack(ctx, r.ID)
-		wantCode(t, err, errs.NotFound)
+		err := e.Client("oslo").Ack(ctx, r.ID)
+		gatewaytest.WantCode(t, err, errs.NotFound)
 	})
 	t.Run("reject-others-message", func(t *testing.T) {
-		err := e.client("oslo").Reject(ctx, r.ID, string(errs.InvalidEnvelope), "")
-		wantCode(t, err, errs.NotFound)
+		err := e.Client("oslo").Reject(ctx, r.ID, string(errs.InvalidEnvelope), "")
+		gatewaytest.WantCode(t, err, errs.NotFound)
 	})
 	t.Run("submit-as-other", func(t *testing.T) {
-		b2 := randBytes(512)
-		r2 := e.routing("bergen", "trondheim", b2) // From bergen, token oslo
-		_, err := e.client("oslo").Submit(ctx, r2, strings.NewReader(string(b2)))
-		wantCode(t, err, errs.Forbidden)
+		b2 := gatewaytest.RandBytes(512)
+		r2 := e.Routing("bergen", "trondheim", b2) // From bergen, token oslo
+		_, err := e.Client("oslo").Submit(ctx, r2, strings.NewReader(string(b2)))
+		gatewaytest.WantCode(t, err, errs.Forbidden)
 	})
 	t.Run("operator-endpoint-with-account-token", func(t *testing.T) {
-		resp, b := e.raw("GET", e.adminURL()+api.PathAdminAccounts, osloTok, nil, nil)
+		resp, b := e.Raw("GET", e.AdminURL()+api.PathAdminAccounts, osloTok, nil, nil)
 		wantBody(t, resp, b, errs.OperatorOnly)
 	})
 	t.Run("operator-endpoint-without-token", func(t *testing.T) {
-		resp, b := e.raw("GET", e.adminURL()+api.PathAdminMessages, "", nil, nil)
+		resp, b := e.Raw("GET", e.AdminURL()+api.PathAdminMessages, "", nil, nil)
 		wantBody(t, resp, b, errs.Unauthenticated)
 	})
 	t.Run("operator-endpoint-on-agent-listener", func(t *testing.T) {
-		resp, b := e.raw("GET", e.url()+api.PathAdminAccounts, e.opToken, nil, nil)
+		resp, b := e.Raw("GET", e.URL()+api.PathAdminAccounts, e.OperatorToken, nil, nil)
 		if resp.StatusCode == http.StatusOK {
 			t.Fatalf("operator API served on the agent listener: %s", b)
 		}
 	})
 	t.Run("expired-access-token", func(t *testing.T) {
-		tok := e.token(t, "trondheim")
-		e.clk.Advance(e.effectiveTokenLifetime() + time.Minute)
-		defer e.clk.Advance(-(e.effectiveTokenLifetime() + time.Minute))
-		resp, b := e.raw("GET", e.url()+api.PathMailbox+"?wait=0s", tok, nil, nil)
+		tok := token(t, e, "trondheim")
+		e.Clock.Advance(effectiveTokenLifetime(e) + time.Minute)
+		defer e.Clock.Advance(-(effectiveTokenLifetime(e) + time.Minute))
+		resp, b := e.Raw("GET", e.URL()+api.PathMailbox+"?wait=0s", tok, nil, nil)
 		wantBody(t, resp, b, errs.TokenExpired)
 	})
-	if got := e.messageCount(t); got != before {
+	if got := messageCount(t, e); got != before {
 		t.Fatalf("message count changed: %d -> %d", before, got)
 	}
-	st, err := e.client("bergen").Status(ctx, r.ID)
+	st, err := e.Client("bergen").Status(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +233,9 @@ func TestAccessControl(t *testing.T) {
 	}
 }
 
-func (e *env) effectiveTokenLifetime() time.Duration {
-	if e.cfg.TokenLifetime > 0 {
-		return e.cfg.TokenLifetime
+func effectiveTokenLifetime(e *gatewaytest.Env) time.Duration {
+	if e.Cfg.TokenLifetime > 0 {
+		return e.Cfg.TokenLifetime
 	}
 	return 5 * time.Minute // gateway.Config default
 }
@@ -242,17 +243,17 @@ func (e *env) effectiveTokenLifetime() time.Duration {
 // TestSubmitRefusals: bad routing headers and bodies are refused with the
 // exact code and store nothing.
 func TestSubmitRefusals(t *testing.T) {
-	e := newEnv(t, func(c *gateway.Config) { c.MaxMessageSize = 64 << 10 })
+	e := gatewaytest.New(t, func(c *gateway.Config) { c.MaxMessageSize = 64 << 10 }, "annet")
 	// An account that takes no message type of ours.
-	other, err := e.admin().CreateAccount(context.Background(), api.AccountRequest{
+	other, err := e.Admin().CreateAccount(context.Background(), api.AccountRequest{
 		Name: "Andre etat", OrgNumber: "971526920", Types: []string{"no.kurer.barnevern.rapportering.v1"},
-		Certificates: []string{string(pki.EncodeCertPEM(e.pki.Accounts["annet"].Cert))},
+		Certificates: []string{string(pki.EncodeCertPEM(e.PKI.Accounts["annet"].Cert))},
 	})
 	if err != nil {
 		t.Fatalf("create account: %v", err)
 	}
-	tok := e.token(t, "oslo")
-	body := randBytes(4096)
+	tok := token(t, e, "oslo")
+	body := gatewaytest.RandBytes(4096)
 	hdrs := func(r api.Routing) map[string]string {
 		return map[string]string{
 			api.HeaderFrom: r.From, api.HeaderTo: r.To, api.HeaderType: r.Type,
@@ -275,7 +276,7 @@ func TestSubmitRefusals(t *testing.T) {
 		}, errs.UnknownType},
 		{"type-not-accepted", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderTo] = other.ID; return body }, errs.TypeNotAccepted},
 		{"expired-at-submit", func(r *api.Routing, h map[string]string) []byte {
-			h[api.HeaderExpires] = e.clk.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+			h[api.HeaderExpires] = e.Clock.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 			return body
 		}, errs.Expired},
 		{"expires-garbage", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderExpires] = "tomorrow"; return body }, errs.InvalidHeader},
@@ -290,30 +291,30 @@ func TestSubmitRefusals(t *testing.T) {
 		}, errs.InvalidHeader},
 		{"digest-wrong-alg", func(r *api.Routing, h map[string]string) []byte { h[api.HeaderDigest] = "md5=:AAAA:"; return body }, errs.InvalidHeader},
 		{"missing-from", func(r *api.Routing, h map[string]string) []byte { delete(h, api.HeaderFrom); return body }, errs.InvalidHeader},
-		{"oversize", func(r *api.Routing, h map[string]string) []byte { return randBytes(65<<10 + 1) }, errs.TooLarge},
+		{"oversize", func(r *api.Routing, h map[string]string) []byte { return gatewaytest.RandBytes(65<<10 + 1) }, errs.TooLarge},
 		{"id-not-uuid", func(r *api.Routing, h map[string]string) []byte { r.ID = "not-a-uuid"; return body }, errs.InvalidHeader},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.routing("oslo", "bergen", body)
+			r := e.Routing("oslo", "bergen", body)
 			h := hdrs(r)
 			b := tc.mod(&r, h)
-			resp, rb := e.raw("PUT", e.url()+api.PathMessages+r.ID, tok, b, h)
+			resp, rb := e.Raw("PUT", e.URL()+api.PathMessages+r.ID, tok, b, h)
 			wantBody(t, resp, rb, tc.want)
-			e.noMessages(t)
+			noMessages(t, e)
 		})
 	}
 	t.Run("id-reuse-other-bytes", func(t *testing.T) {
-		r := e.routing("oslo", "bergen", body)
-		if _, err := e.client("oslo").Submit(context.Background(), r, strings.NewReader(string(body))); err != nil {
+		r := e.Routing("oslo", "bergen", body)
+		if _, err := e.Client("oslo").Submit(context.Background(), r, strings.NewReader(string(body))); err != nil {
 			t.Fatal(err)
 		}
-		b2 := randBytes(len(body))
-		r2 := e.routing("oslo", "bergen", b2)
+		b2 := gatewaytest.RandBytes(len(body))
+		r2 := e.Routing("oslo", "bergen", b2)
 		r2.ID = r.ID
-		_, err := e.client("oslo").Submit(context.Background(), r2, strings.NewReader(string(b2)))
-		wantCode(t, err, errs.Conflict)
-		if n := e.messageCount(t); n != 1 {
+		_, err := e.Client("oslo").Submit(context.Background(), r2, strings.NewReader(string(b2)))
+		gatewaytest.WantCode(t, err, errs.Conflict)
+		if n := messageCount(t, e); n != 1 {
 			t.Fatalf("messages = %d, want 1", n)
 		}
 	})
@@ -322,12 +323,12 @@ func TestSubmitRefusals(t *testing.T) {
 // TestLengthLies: bodies longer or shorter than Content-Length, and a
 // Content-Length over the limit refused before any body byte is read.
 func TestLengthLies(t *testing.T) {
-	e := newEnv(t, func(c *gateway.Config) { c.MaxMessageSize = 64 << 10 })
-	tok := e.token(t, "oslo")
-	body := randBytes(4096)
+	e := gatewaytest.New(t, func(c *gateway.Config) { c.MaxMessageSize = 64 << 10 }, "annet")
+	tok := token(t, e, "oslo")
+	body := gatewaytest.RandBytes(4096)
 	send := func(t *testing.T, r api.Routing, contentLength int64, payload []byte, waitAnswerFirst bool) (int, string) {
 		t.Helper()
-		conn, err := tls.Dial("tcp", e.srv.Addr().String(), e.tls)
+		conn, err := tls.Dial("tcp", e.Srv.Addr().String(), e.TLS)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,25 +353,25 @@ func TestLengthLies(t *testing.T) {
 		return resp.StatusCode, string(eb.Code)
 	}
 	t.Run("content-length-over-limit-refused-before-body", func(t *testing.T) {
-		r := e.routing("oslo", "bergen", body)
+		r := e.Routing("oslo", "bergen", body)
 		// No body byte is sent: the answer must come from the headers alone.
 		st, code := send(t, r, 1<<30, nil, true)
 		if st != errs.TooLarge.Status() || code != string(errs.TooLarge) {
 			t.Fatalf("got %d %s, want %s before the body", st, code, errs.TooLarge)
 		}
-		e.noMessages(t)
+		noMessages(t, e)
 	})
 	t.Run("body-shorter-than-content-length", func(t *testing.T) {
-		r := e.routing("oslo", "bergen", body)
+		r := e.Routing("oslo", "bergen", body)
 		st, code := send(t, r, int64(len(body)), body[:len(body)/2], false)
 		if st == http.StatusOK || st == http.StatusCreated || st == http.StatusAccepted {
 			t.Fatalf("short body accepted: %d %s", st, code)
 		}
-		e.noMessages(t)
+		noMessages(t, e)
 	})
 	t.Run("body-longer-than-content-length", func(t *testing.T) {
-		r := e.routing("oslo", "bergen", body)
-		long := append(append([]byte(nil), body...), randBytes(1000)...)
+		r := e.Routing("oslo", "bergen", body)
+		long := append(append([]byte(nil), body...), gatewaytest.RandBytes(1000)...)
 		st, code := send(t, r, int64(len(body)-10), long, false)
 		if st != errs.SizeMismatch.Status() && st != errs.DigestMismatch.Status() {
 			t.Fatalf("status %d", st)
@@ -378,15 +379,15 @@ func TestLengthLies(t *testing.T) {
 		if code != string(errs.SizeMismatch) && code != string(errs.DigestMismatch) {
 			t.Fatalf("code %q, want size_mismatch or digest_mismatch", code)
 		}
-		e.noMessages(t)
+		noMessages(t, e)
 	})
 }
 
 // TestAdminMalformedJSON: the operator API refuses malformed bodies and the
 // catalog is unchanged.
 func TestAdminMalformedJSON(t *testing.T) {
-	e := newEnv(t, nil)
-	before, err := e.admin().Accounts(context.Background())
+	e := gatewaytest.New(t, nil, "annet")
+	before, err := e.Admin().Accounts(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,17 +400,17 @@ func TestAdminMalformedJSON(t *testing.T) {
 		{"unknown-field", `{"name":"x","org_number":"971526920","types":[],"admin":true}`, errs.MalformedJSON},
 		{"trailing-garbage", `{"name":"x","org_number":"971526920","types":[]} {}`, errs.MalformedJSON},
 		{"wrong-type", `{"name":1}`, errs.MalformedJSON},
-		{"bad-org-number", `{"name":"x","org_number":"123","types":["` + msgType + `"]}`, errs.BadRequest},
+		{"bad-org-number", `{"name":"x","org_number":"123","types":["` + gatewaytest.MessageType + `"]}`, errs.BadRequest},
 		{"huge", `{"name":"` + strings.Repeat("a", 4<<20) + `"}`, errs.TooLarge},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, b := e.raw("POST", e.adminURL()+api.PathAdminAccounts, e.opToken, []byte(tc.body),
+			resp, b := e.Raw("POST", e.AdminURL()+api.PathAdminAccounts, e.OperatorToken, []byte(tc.body),
 				map[string]string{"Content-Type": "application/json"})
 			wantBody(t, resp, b, tc.want)
 		})
 	}
-	after, err := e.admin().Accounts(context.Background())
+	after, err := e.Admin().Accounts(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,8 +423,8 @@ func TestAdminMalformedJSON(t *testing.T) {
 // its ReadHeaderTimeout (plus a margin), not held open.
 func TestSlowLoris(t *testing.T) {
 	const rht = 500 * time.Millisecond
-	e := newEnv(t, func(c *gateway.Config) { c.ReadHeaderTimeout = rht })
-	conn, err := tls.Dial("tcp", e.srv.Addr().String(), e.tls)
+	e := gatewaytest.New(t, func(c *gateway.Config) { c.ReadHeaderTimeout = rht }, "annet")
+	conn, err := tls.Dial("tcp", e.Srv.Addr().String(), e.TLS)
 	if err != nil {
 		t.Fatal(err)
 	}
