@@ -147,8 +147,8 @@ func TestSendReceiveReceipts(t *testing.T) {
 	if resp.State != localapi.StateQueued {
 		t.Fatalf("state %q, want queued", resp.State)
 	}
-	poll(t, "received", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateReceived })
-	poll(t, "delivery", func() bool { return len(rec.delivered()) == 1 })
+	agenttest.Poll(t, "received", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateReceived })
+	agenttest.Poll(t, "delivery", func() bool { return len(rec.delivered()) == 1 })
 	// Same bytes at the adapter.
 	rec.mu.Lock()
 	got := rec.got[resp.ID]
@@ -168,7 +168,7 @@ func TestSendReceiveReceipts(t *testing.T) {
 	if calls := rec.callCount(); calls != 3 {
 		t.Fatalf("adapter calls %d, want 3 (two failures, then success)", calls)
 	}
-	poll(t, "in delivered", func() bool { return outState(osl.Agent, resp.ID) == localapi.InDelivered })
+	agenttest.Poll(t, "in delivered", func() bool { return outState(osl.Agent, resp.ID) == localapi.InDelivered })
 
 	// The mottatt receipt is kept and verifies against the trust roots.
 	d, err := tr.Agent.Message(resp.ID)
@@ -199,7 +199,7 @@ func TestSendReceiveReceipts(t *testing.T) {
 	if err := osl.Agent.Processed(t.Context(), resp.ID); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "processed", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateProcessed })
+	agenttest.Poll(t, "processed", func() bool { return outState(tr.Agent, resp.ID) == localapi.StateProcessed })
 	// A late rejection is refused: the verdict is final.
 	if err := osl.Agent.Rejected(t.Context(), resp.ID, nil); errs.CodeOf(err) != errs.NotDeliverable {
 		t.Fatalf("reject after processed: %v", err)
@@ -276,8 +276,8 @@ func TestSendIdempotentAndSchemaErrors(t *testing.T) {
 	}
 
 	// Only the first case travels: Oslo gets it once, with its content.
-	poll(t, "received at sender", func() bool { return outState(tr.Agent, r1.ID) == localapi.StateReceived })
-	poll(t, "inbox folder", func() bool { return len(inboxIDs(t, osl.Inbox)) > 0 })
+	agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, r1.ID) == localapi.StateReceived })
+	agenttest.Poll(t, "inbox folder", func() bool { return len(inboxIDs(t, osl.Inbox)) > 0 })
 	if ids := inboxIDs(t, osl.Inbox); len(ids) != 1 || ids[0] != r1.ID {
 		t.Fatalf("oslo inbox %v, want only %s", ids, r1.ID)
 	}

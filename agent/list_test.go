@@ -20,7 +20,7 @@ func TestListMergesDirectionsOldestFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "stored at Oslo", func() bool {
+	agenttest.Poll(t, "stored at Oslo", func() bool {
 		d, err := osl.Agent.Message(in.ID)
 		return err == nil && d.Direction == localapi.DirectionIn
 	})
@@ -61,7 +61,7 @@ func TestLatestEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "received", func() bool { return outState(tr.Agent, first.ID) == localapi.StateReceived })
+	agenttest.Poll(t, "received", func() bool { return outState(tr.Agent, first.ID) == localapi.StateReceived })
 	all, err := c.Events(t.Context(), 0, 0)
 	if err != nil || len(all.Events) == 0 {
 		t.Fatalf("events: %v %+v", err, all)

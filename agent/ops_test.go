@@ -65,8 +65,8 @@ func TestPinnedReceiverCertificate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("send: %v", err)
 				}
-				poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
-				poll(t, "oslo's inbox folder", func() bool {
+				agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
+				agenttest.Poll(t, "oslo's inbox folder", func() bool {
 					_, err := os.Stat(filepath.Join(osl.Inbox, res.ID, localapi.MetadataFile))
 					return err == nil
 				})
@@ -115,7 +115,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		if code := httpStatus(t, base+localapi.PathHealth); code != http.StatusOK {
 			t.Fatalf("%s%s: %d", base, localapi.PathHealth, code)
 		}
-		poll(t, "readyz", func() bool { return httpStatus(t, base+localapi.PathReady) == http.StatusOK })
+		agenttest.Poll(t, "readyz", func() bool { return httpStatus(t, base+localapi.PathReady) == http.StatusOK })
 	}
 
 	start := time.Now()
@@ -123,9 +123,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
+	agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
 	// Oslo's case system fails: the message waits and retries are counted.
-	poll(t, "oslo retrying the adapter", func() bool {
+	agenttest.Poll(t, "oslo retrying the adapter", func() bool {
 		m := scrape(t, oslM)
 		return m["kurer_agent_adapter_retries_total"] >= 2 && m["kurer_agent_inbox_depth"] == 1 &&
 			m[`kurer_agent_messages{direction="in",state="stored"}`] == 1
@@ -133,7 +133,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	rec.mu.Lock()
 	rec.failN = 0
 	rec.mu.Unlock()
-	poll(t, "delivered at oslo", func() bool { return outState(osl.Agent, res.ID) == localapi.InDelivered })
+	agenttest.Poll(t, "delivered at oslo", func() bool { return outState(osl.Agent, res.ID) == localapi.InDelivered })
 	elapsed := time.Since(start).Seconds()
 
 	trWant := map[string]float64{
@@ -175,7 +175,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	// Without the gateway: not ready (still healthy), and a new case waits
 	// in the outbox with its failed uploads counted.
 	n.StopGateway()
-	poll(t, "readyz unavailable", func() bool {
+	agenttest.Poll(t, "readyz unavailable", func() bool {
 		return httpStatus(t, trM+localapi.PathReady) == http.StatusServiceUnavailable && !tr.Agent.Ready()
 	})
 	if code := httpStatus(t, trM+localapi.PathHealth); code != http.StatusOK {
@@ -185,7 +185,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	if err != nil {
 		t.Fatalf("send without the gateway: %v", err)
 	}
-	poll(t, "upload retries", func() bool {
+	agenttest.Poll(t, "upload retries", func() bool {
 		m := scrape(t, trM)
 		return m["kurer_agent_upload_retries_total"] >= 1 && m["kurer_agent_outbox_depth"] == 1 &&
 			m[`kurer_agent_messages{direction="out",state="queued"}`] == 1
@@ -225,7 +225,7 @@ func TestLocalAPIUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "ready over the socket", func() bool { return c.Ready(t.Context()) == nil })
+	agenttest.Poll(t, "ready over the socket", func() bool { return c.Ready(t.Context()) == nil })
 	stranger, err := localapi.NewClient("unix://"+sock, "not-the-token-0123456789")
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestLocalAPIUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("send over the socket: %v", err)
 	}
-	poll(t, "received, seen over the socket", func() bool {
+	agenttest.Poll(t, "received, seen over the socket", func() bool {
 		d, err := c.Message(t.Context(), res.ID)
 		return err == nil && d.State == localapi.StateReceived
 	})
@@ -277,12 +277,12 @@ func TestSendAddressing(t *testing.T) {
 			if err != nil {
 				t.Fatalf("send to %q: %v", tc.to, err)
 			}
-			poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
+			agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
 			d, err := tr.Agent.Message(res.ID)
 			if err != nil || d.To != osl.ID {
 				t.Fatalf("sent to %q: %+v %v, want oslo's account %s", d.To, d, err, osl.ID)
 			}
-			poll(t, "oslo's inbox folder", func() bool {
+			agenttest.Poll(t, "oslo's inbox folder", func() bool {
 				_, err := os.Stat(filepath.Join(osl.Inbox, res.ID, localapi.MetadataFile))
 				return err == nil
 			})
@@ -370,8 +370,8 @@ func TestShutdownBoundedWithDeliveryInFlight(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			poll(t, "delivery under way", h.called)
-			poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
+			agenttest.Poll(t, "delivery under way", h.called)
+			agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
 
 			begin := time.Now()
 			if err := n.Stop("oslo"); err != nil {
@@ -383,7 +383,7 @@ func TestShutdownBoundedWithDeliveryInFlight(t *testing.T) {
 
 			release()
 			n.Restart("oslo")
-			poll(t, "delivered after restart", func() bool { return outState(osl.Agent, res.ID) == localapi.InDelivered })
+			agenttest.Poll(t, "delivered after restart", func() bool { return outState(osl.Agent, res.ID) == localapi.InDelivered })
 		})
 	}
 }

@@ -79,7 +79,7 @@ func TestStuckCaseSystemHoldsUpNothingElse(t *testing.T) {
 	// The first message gets stuck at the case system; only then do the
 	// others come.
 	ids := []string{send()}
-	poll(t, "first delivery under way", func() bool {
+	agenttest.Poll(t, "first delivery under way", func() bool {
 		_, started := st.stats()
 		return started == 1
 	})
@@ -87,11 +87,11 @@ func TestStuckCaseSystemHoldsUpNothingElse(t *testing.T) {
 		ids = append(ids, send())
 	}
 	for _, id := range ids {
-		poll(t, "received at the sender while the case system is stuck", func() bool {
+		agenttest.Poll(t, "received at the sender while the case system is stuck", func() bool {
 			return outState(tr.Agent, id) == localapi.StateReceived
 		})
 	}
-	poll(t, "deliveries in flight at once", func() bool {
+	agenttest.Poll(t, "deliveries in flight at once", func() bool {
 		m, _ := st.stats()
 		return m >= 2
 	})

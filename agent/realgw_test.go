@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
@@ -29,7 +28,7 @@ func TestRealGatewayFolderToFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	var id string
-	poll(t, "inbox folder", func() bool {
+	agenttest.Poll(t, "inbox folder", func() bool {
 		e, _ := os.ReadDir(osl.Inbox)
 		for _, x := range e {
 			if x.IsDir() && x.Name()[0] != '.' {
@@ -40,7 +39,7 @@ func TestRealGatewayFolderToFolder(t *testing.T) {
 		return false
 	})
 	compareTree(t, src, filepath.Join(osl.Inbox, id))
-	poll(t, "received at sender", func() bool {
+	agenttest.Poll(t, "received at sender", func() bool {
 		d, err := tr.Agent.Message(id)
 		return err == nil && d.State == localapi.StateReceived
 	})
@@ -90,16 +89,5 @@ func compareTree(t *testing.T, src, dst string) {
 	})
 	if err != nil || files == 0 {
 		t.Fatalf("compare: %v, %d files", err, files)
-	}
-}
-
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

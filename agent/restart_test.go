@@ -60,16 +60,16 @@ func TestRestartAtEveryStep(t *testing.T) {
 			n.Restart(who)
 
 			var ids []string
-			poll(t, "inbox folder", func() bool {
+			agenttest.Poll(t, "inbox folder", func() bool {
 				ids = inboxIDs(t, osl.Inbox)
 				return len(ids) > 0
 			})
 			compareTree(t, src, filepath.Join(osl.Inbox, ids[0]))
-			poll(t, "received at sender", func() bool {
+			agenttest.Poll(t, "received at sender", func() bool {
 				d, err := tr.Agent.Message(ids[0])
 				return err == nil && d.State == localapi.StateReceived
 			})
-			poll(t, "delivered at receiver", func() bool {
+			agenttest.Poll(t, "delivered at receiver", func() bool {
 				d, err := osl.Agent.Message(ids[0])
 				return err == nil && d.State == localapi.InDelivered
 			})

@@ -91,11 +91,11 @@ func TestTamperedAndForgedGetSignedRejection(t *testing.T) {
 			}
 
 			if tc.reason == "" {
-				poll(t, "delivery to the adapter", func() bool { return len(rec.delivered()) == before+1 })
+				agenttest.Poll(t, "delivery to the adapter", func() bool { return len(rec.delivered()) == before+1 })
 				if got := rec.delivered()[before]; got != m.ID {
 					t.Fatalf("adapter got %s, want %s", got, m.ID)
 				}
-				poll(t, "delivered at the gateway", func() bool {
+				agenttest.Poll(t, "delivered at the gateway", func() bool {
 					st, err := gw.Status(t.Context(), m.ID)
 					return err == nil && st.State == api.StateDelivered
 				})
@@ -103,7 +103,7 @@ func TestTamperedAndForgedGetSignedRejection(t *testing.T) {
 			}
 
 			// Oslo handled it: recorded as rejected with the reason, no files.
-			poll(t, "rejected at oslo", func() bool { return outState(osl.Agent, m.ID) == localapi.InRejected })
+			agenttest.Poll(t, "rejected at oslo", func() bool { return outState(osl.Agent, m.ID) == localapi.InRejected })
 			d, err := osl.Agent.Message(m.ID)
 			if err != nil {
 				t.Fatal(err)

@@ -109,18 +109,6 @@ func memFile(name, content string) envelope.File {
 	}}
 }
 
-// waitFor polls cond every 10 ms for up to 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // emptyDir asserts that dir holds nothing (a missing dir is empty).
 func emptyDir(t *testing.T, dir string) {
 	t.Helper()
@@ -266,7 +254,7 @@ func TestAgentIncomingRefusals(t *testing.T) {
 			}
 			// Handled: recorded as rejected with the schema code and path.
 			var d localapi.MessageDetail
-			waitFor(t, "oslo to refuse the message", func() bool {
+			agenttest.Poll(t, "oslo to refuse the message", func() bool {
 				d, err = osl.Agent.Message(rt.ID)
 				return err == nil && d.State == localapi.InRejected
 			})
@@ -300,7 +288,7 @@ func TestAgentIncomingRefusals(t *testing.T) {
 			// the agent's inbox store, no plaintext in the spool.
 			emptyDir(t, osl.Inbox)
 			emptyDir(t, filepath.Join(osl.DataDir, "inbox"))
-			waitFor(t, "spool to be empty", func() bool {
+			agenttest.Poll(t, "spool to be empty", func() bool {
 				ents, _ := os.ReadDir(filepath.Join(osl.DataDir, "spool"))
 				return len(ents) == 0
 			})
@@ -581,7 +569,7 @@ func TestAgentLocalAPIRefusals(t *testing.T) {
 				t.Fatalf("outgoing list changed: %s", got)
 			}
 			emptyDir(t, outbox)
-			waitFor(t, "send spool to be empty", func() bool {
+			agenttest.Poll(t, "send spool to be empty", func() bool {
 				ents, _ := os.ReadDir(spool)
 				return len(ents) == 0
 			})

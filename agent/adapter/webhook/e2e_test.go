@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/kurer/kurer/agent"
 	"github.com/kurer/kurer/agent/agenttest"
@@ -46,7 +45,7 @@ func TestEndToEnd(t *testing.T) {
 			id := sendCase(t, tr.Outbox, src)
 
 			var detail localapi.MessageDetail
-			poll(t, "state "+tc.wantState+" at the sender", func() bool {
+			agenttest.Poll(t, "state "+tc.wantState+" at the sender", func() bool {
 				d, err := tr.Agent.Message(id)
 				detail = d
 				return err == nil && d.State == tc.wantState
@@ -116,7 +115,7 @@ func sendCase(t *testing.T, outbox, src string) string {
 		t.Fatal(err)
 	}
 	var id string
-	poll(t, "case sent", func() bool {
+	agenttest.Poll(t, "case sent", func() bool {
 		b, err := os.ReadFile(filepath.Join(filepath.Dir(outbox), "sent", "case1", ".kurer-id"))
 		id = string(bytes.TrimSpace(b))
 		return err == nil && id != ""
@@ -141,15 +140,4 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 		t.Fatalf("read %s: %v (%d files)", dir, err, len(out))
 	}
 	return out
-}
-
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
