@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -117,6 +119,16 @@ type throughputResult struct {
 	TargetP99   bool    `json:"target_p99_met"`  // <= 100 ms at half rate
 	CPUProfile  string  `json:"cpu_profile,omitempty"`
 	HalfReached float64 `json:"half_rate_reached_per_sec"`
+	// CPUmsPerMsg is the process's CPU time in the peak round per message
+	// (gateway, agents and load generator together; Linux only).
+	CPUmsPerMsg float64 `json:"cpu_ms_per_message,omitempty"`
+	// RSAPrivateOpMs is the median time of one private-key operation with
+	// the agents' RSA-3072 key on this machine; a message costs four (the
+	// case and its receipt are each signed once and opened once), so
+	// CryptoCeiling = CPUs / (4 x RSAPrivateOpMs) is the most messages/s the
+	// keys allow before any I/O.
+	RSAPrivateOpMs float64 `json:"rsa_private_op_ms"`
+	CryptoCeiling  float64 `json:"crypto_ceiling_per_sec"`
 }
 
 type largeResult struct {
@@ -181,6 +193,11 @@ func (o *benchPipelineOptions) run(cmd *cobra.Command) (err error) {
 	fmt.Fprintf(out, "throughput (in-process gateway and agents, real TLS and bbolt on disk; %d senders -> %d receivers, %d x %s, durable, mottatt receipts verified)\n", t.Agents, t.Agents, t.Messages, humanBytes(int64(t.Size)))
 	fmt.Fprintf(out, "  peak        %8.0f messages/s   p50 %6.1f ms   p99 %6.1f ms   (target >= 2000/s: %s)\n", t.PerSec, t.P50ms, t.P99ms, metWord(t.TargetRate))
 	fmt.Fprintf(out, "  half rate   %8.0f messages/s   p50 %6.1f ms   p99 %6.1f ms   (offered %.0f/s; target p99 <= 100 ms: %s)\n", t.HalfReached, t.HalfP50ms, t.HalfP99ms, t.HalfRate, metWord(t.TargetP99))
+	if t.CPUmsPerMsg > 0 {
+		fmt.Fprintf(out, "  CPU         %8.1f ms per message at peak (all parts in this process)\n", t.CPUmsPerMsg)
+	}
+	fmt.Fprintf(out, "  RSA-3072 private-key operation %.2f ms here; 4 per message -> crypto ceiling %.0f messages/s on %d CPUs before any I/O\n",
+		t.RSAPrivateOpMs, t.CryptoCeiling, res.Machine.CPUs)
 	if t.CPUProfile != "" {
 		fmt.Fprintf(out, "  CPU profile %s (go tool pprof -top %s)\n", t.CPUProfile, t.CPUProfile)
 	}
@@ -414,7 +431,11 @@ func benchThroughput(ctx context.Context, dir string, o *benchPipelineOptions, m
 		res.CPUProfile = o.cpuProfile
 		stopProf = func() { pprof.StopCPUProfile(); _ = f.Close() }
 	}
+	cpu0 := processCPU()
 	rate, p50, p99, err := benchRound(ctx, clients, ids, o.agents, o.messages, 0, send)
+	if cpu := processCPU() - cpu0; cpu > 0 {
+		res.CPUmsPerMsg = float64(cpu.Microseconds()) / 1000 / float64(o.messages)
+	}
 	if stopProf != nil {
 		stopProf()
 	}
@@ -434,7 +455,31 @@ func benchThroughput(ctx context.Context, dir string, o *benchPipelineOptions, m
 	}
 	res.TargetRate = res.PerSec >= 2000
 	res.TargetP99 = res.HalfP99ms <= 100
+	if res.RSAPrivateOpMs, err = rsaPrivateOpMs(filepath.Join(pkiDir, names[0]+".key")); err != nil {
+		return nil, err
+	}
+	res.CryptoCeiling = float64(runtime.NumCPU()) / (4 * res.RSAPrivateOpMs / 1000)
 	return res, nil
+}
+
+// rsaPrivateOpMs times signatures with the key at path (one private-key
+// operation each, as an OAEP unwrap is) and returns the median in ms.
+func rsaPrivateOpMs(path string) (float64, error) {
+	key, err := pki.LoadKey(path)
+	if err != nil {
+		return 0, err
+	}
+	sum := sha256.Sum256([]byte("kurer bench"))
+	var d []time.Duration
+	for range 21 {
+		t0 := time.Now()
+		if _, err := key.Sign(rand.Reader, sum[:], crypto.SHA256); err != nil {
+			return 0, err
+		}
+		d = append(d, time.Since(t0))
+	}
+	slices.Sort(d)
+	return float64(d[len(d)/2].Microseconds()) / 1000, nil
 }
 
 // benchRound sends n messages from the senders (clients[2i]) to their

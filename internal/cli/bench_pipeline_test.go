@@ -2,6 +2,8 @@ package cli
 
 import (
 	"encoding/json"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -31,6 +33,15 @@ func TestBenchPipelineThroughput(t *testing.T) {
 	tp := res.Throughput
 	if tp == nil || !tp.InProcess || tp.Messages != 6 || tp.PerSec <= 0 || tp.P50ms <= 0 || tp.P99ms < tp.P50ms || tp.HalfP99ms <= 0 || res.Large != nil {
 		t.Fatalf("implausible result: %s", out)
+	}
+	// An RSA-3072 private operation takes milliseconds, not microseconds or
+	// seconds, and the ceiling follows from it.
+	if tp.RSAPrivateOpMs < 0.1 || tp.RSAPrivateOpMs > 1000 || tp.CryptoCeiling <= 0 ||
+		math.Abs(tp.CryptoCeiling-float64(res.Machine.CPUs)/(4*tp.RSAPrivateOpMs/1000)) > 1e-6*tp.CryptoCeiling {
+		t.Fatalf("implausible RSA figures: op %.3f ms, ceiling %.1f/s", tp.RSAPrivateOpMs, tp.CryptoCeiling)
+	}
+	if runtime.GOOS == "linux" && tp.CPUmsPerMsg <= 0 {
+		t.Fatalf("no CPU per message on Linux: %s", out)
 	}
 	if _, _, code := runCLI(t.Context(), "bench", "pipeline", "--agents", "0"); code != ExitUsage {
 		t.Fatalf("--agents 0: exit %d", code)
