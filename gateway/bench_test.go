@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kurer/kurer/gateway/api"
+	"github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/gateway/gatewaytest"
 )
 
@@ -33,7 +34,9 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	total := int64(b.N)
 	recvDone := make(chan struct{})
 	for range benchWorkers() { // receiver workers share the mailbox
-		bergen := e.Client("bergen") // each its own connection, as agents have
+		// Each its own connection, and small envelopes inline in the poll
+		// answer, as agents have.
+		bergen := e.ClientWith("bergen", func(c *client.Config) { c.PollInline = 64 << 10 })
 		go func() {
 			// One download file per worker, emptied before each message:
 			// the load generator's own file creation is not the gateway's
@@ -57,7 +60,12 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 						b.Error(err)
 						return
 					}
-					if err := bergen.Download(ctx, it.Routing.ID, f); err != nil {
+					if it.Content != nil { // came with the poll, digest checked
+						if _, err := f.WriteAt(it.Content, 0); err != nil {
+							b.Error(err)
+							return
+						}
+					} else if err := bergen.Download(ctx, it.Routing.ID, f); err != nil {
 						continue
 					}
 					if err := bergen.Ack(ctx, it.Routing.ID); err == nil {

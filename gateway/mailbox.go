@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -15,6 +17,10 @@ import (
 )
 
 const defaultPollItems = 10
+
+// maxPollInlineTotal bounds the envelope bytes one poll answer carries
+// inline (the rest are downloaded as usual).
+const maxPollInlineTotal = 1 << 20
 
 // handlePoll is GET /v1/mailbox?wait=30s&max=N: a long poll that leases up to
 // max items and answers as soon as there is at least one, or after wait.
@@ -38,6 +44,15 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request, account stri
 		}
 		max = min(n, s.cfg.MaxPollItems)
 	}
+	var inline int64
+	if v := q.Get("inline"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.fail(w, r, errs.Newf(errs.BadRequest, "inline must be a number of bytes"))
+			return
+		}
+		inline = min(n, int64(s.cfg.InlineMax))
+	}
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + s.cfg.BodyIdleTimeout))
 	var timer <-chan time.Time
 	if wait > 0 {
@@ -55,16 +70,16 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request, account stri
 			return
 		}
 		if len(items) > 0 || timer == nil {
-			s.answerPoll(w, r, account, items)
+			s.answerPoll(w, r, account, items, inline)
 			return
 		}
 		select {
 		case <-woken:
 		case <-timer:
-			s.answerPoll(w, r, account, nil)
+			s.answerPoll(w, r, account, nil, 0)
 			return
 		case <-s.stopping:
-			s.answerPoll(w, r, account, nil)
+			s.answerPoll(w, r, account, nil, 0)
 			return
 		case <-ctx.Done():
 			return
@@ -72,14 +87,23 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request, account stri
 	}
 }
 
-func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account string, items []store.Item) {
+// answerPoll writes the leased items. Messages up to inline bytes (and
+// maxPollInlineTotal in all) carry their envelope, which saves the receiver
+// a download request per small message.
+func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account string, items []store.Item, inline int64) {
 	out := api.MailboxResponse{Items: make([]api.MailboxItem, 0, len(items))}
 	var audits []auditEntry
+	budget := int64(maxPollInlineTotal)
 	for _, it := range items {
 		mi := api.MailboxItem{Kind: it.Kind, Routing: it.Routing, Attempt: it.Attempts, LeaseUntil: it.LeaseUntil.UTC()}
 		if it.Kind == api.KindNotice {
 			mi.Notice = it.Receipt
 		} else {
+			if size := it.Routing.Size; size > 0 && size <= inline && size <= budget {
+				if b := s.inlineContent(r.Context(), it.Routing.ID, size); b != nil {
+					mi.Content, budget = b, budget-size
+				}
+			}
 			s.met.transition(api.StateLeased, it.Routing.Type)
 			audits = append(audits, auditEntry{account, "message.leased", it.Routing.ID,
 				map[string]string{"attempt": strconv.Itoa(it.Attempts)}})
@@ -228,4 +252,19 @@ func queueErr(err error) error {
 		return errs.New(errs.NotDeliverable, err)
 	}
 	return errs.New(errs.Internal, err)
+}
+
+// inlineContent reads a small stored envelope for a poll answer; nil when
+// it cannot (the receiver then downloads it).
+func (s *Server) inlineContent(ctx context.Context, id string, size int64) []byte {
+	p, err := s.st.Payload(ctx, id)
+	if err != nil {
+		return nil
+	}
+	defer p.Close()
+	b, err := io.ReadAll(io.LimitReader(p, size+1))
+	if err != nil || int64(len(b)) != size {
+		return nil
+	}
+	return b
 }

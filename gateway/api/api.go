@@ -131,6 +131,10 @@ type MailboxItem struct {
 	LeaseUntil time.Time `json:"lease_until"`
 	// Notice is set for KindNotice: a gateway-signed JWS with NoticeClaims.
 	Notice string `json:"notice,omitempty"`
+	// Content is the envelope itself (base64 in JSON) when the poll asked
+	// for small ones inline (?inline=BYTES) and this one fits; otherwise
+	// download it. Check it against Routing.Digest like a download.
+	Content []byte `json:"content,omitempty"`
 }
 
 // MailboxResponse answers a long poll. Items is empty when the wait ended.

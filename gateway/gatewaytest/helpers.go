@@ -35,11 +35,21 @@ func (e *Env) Admin() *client.Admin {
 // on the gateway's clock, with up to 3 retries.
 func (e *Env) Client(name string) *client.Client {
 	e.tb.Helper()
+	return e.ClientWith(name, nil)
+}
+
+// ClientWith is Client with its config changed by mod (nil: none).
+func (e *Env) ClientWith(name string, mod func(*client.Config)) *client.Client {
+	e.tb.Helper()
 	acct := e.PKI.Accounts[name]
-	c, err := client.New(client.Config{
+	cfg := client.Config{
 		BaseURL: e.URL(), AccountID: e.IDs[name], Signer: acct.Key, Cert: acct.Cert,
 		TLS: e.TLS, Audience: e.Cfg.Audience, Now: e.Clock.Now, MaxRetries: 3,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		e.tb.Fatal(err)
 	}
