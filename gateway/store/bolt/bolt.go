@@ -464,10 +464,19 @@ func (b *Backend) DropUpload(ctx context.Context, id string) error {
 // Accept implements store.Store.
 func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (store.Item, error) {
 	id := it.Routing.ID
-	if existing, err := b.Item(ctx, id); err == nil {
+	// A resubmit is answered from the stored record; a new id (the usual
+	// case) costs only a key lookup here, no decode.
+	var known bool
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		known = tx.Bucket(bItems).Get([]byte(id)) != nil
+		return nil
+	})
+	if known {
+		existing, err := b.Item(ctx, id)
+		if err != nil {
+			return store.Item{}, err
+		}
 		return existing, store.ErrExists
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return store.Item{}, err
 	}
 	var dst string
 	if p.SpoolFile != "" {
