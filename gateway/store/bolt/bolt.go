@@ -561,6 +561,13 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 		inline []byte
 	)
 	err := b.db.View(func(tx *bbolt.Tx) error {
+		// An inline payload exists only while its message is live (it is
+		// deleted in the transaction that makes the message terminal), so
+		// finding it needs no record decode.
+		if v := tx.Bucket(bPayloads).Get([]byte(id)); v != nil {
+			inline = append([]byte{}, v...) // non-nil also when empty
+			return nil
+		}
 		var err error
 		if r, err = getRec(tx, id); err != nil {
 			return err
@@ -569,18 +576,14 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 			return store.ErrNotFound
 		}
 		if r.Inline {
-			v := tx.Bucket(bPayloads).Get([]byte(id))
-			if v == nil {
-				return store.ErrNotFound
-			}
-			inline = append([]byte(nil), v...)
+			return store.ErrNotFound // live and inline, but its payload is gone
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if r.Inline {
+	if inline != nil {
 		return bytesPayload{bytes.NewReader(inline)}, nil
 	}
 	f, err := os.Open(filepath.Join(b.payloadDir, id))
