@@ -2,12 +2,16 @@ package gateway_test
 
 import (
 	"bytes"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kurer/kurer/gateway"
+	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/gateway/gatewaytest"
+	"github.com/kurer/kurer/internal/errs"
 )
 
 // TestPollInline: a poll that asks for envelopes up to N bytes inline gets
@@ -51,6 +55,17 @@ func TestPollInline(t *testing.T) {
 	for _, id := range []string{rs.ID, rl.ID} {
 		if err := inl.Ack(t.Context(), id); err != nil {
 			t.Fatalf("ack %s: %v", id, err)
+		}
+	}
+	// A malformed inline value is refused.
+	tok, err := inl.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"-1", "abc", "1e9"} {
+		resp, body := e.Raw(http.MethodGet, e.URL()+api.PathMailbox+"?inline="+v, tok, nil, nil)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), string(errs.BadRequest)) {
+			t.Errorf("inline=%s: %d %s", v, resp.StatusCode, body)
 		}
 	}
 	// Oslo's notices (accepted, delivered) never carry content.

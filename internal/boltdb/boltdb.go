@@ -12,15 +12,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+	"strconv"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// defaultMmapSize is 1 GiB where the address space allows it.
-const defaultMmapSize = 1<<30*(math.MaxInt>>62) | 64<<20*(1-math.MaxInt>>62)
+// defaultMmapSize is 1 GiB on 64-bit platforms, 64 MiB on 32-bit ones.
+func defaultMmapSize() int {
+	if strconv.IntSize == 64 {
+		return 1 << 30
+	}
+	return 64 << 20
+}
 
 // ErrClosed is returned by Update after Close.
 var ErrClosed = errors.New("store is closed")
@@ -85,7 +90,7 @@ func Open(path string, o Options) (*DB, error) {
 		o.LingerBatch = 12
 	}
 	if o.InitialMmapSize == 0 {
-		o.InitialMmapSize = defaultMmapSize
+		o.InitialMmapSize = defaultMmapSize()
 	}
 	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: o.InitialMmapSize})
 	if err != nil {
