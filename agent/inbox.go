@@ -528,8 +528,8 @@ func (a *Agent) passLoop(ctx context.Context, woken <-chan struct{}, pass func(c
 	return nil
 }
 
-// workPass does the pending work of each kind in turn (for one message,
-// ack before receipts before delivery), up to Receive.Workers messages at
+// workPass does the pending work of each kind in turn (ack or reject, then
+// receipts; delivery is deliverLoop's), up to Receive.Workers messages at
 // once within a kind.
 func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 	for _, kind := range kinds {
@@ -550,8 +550,6 @@ func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 				err = a.rejectIn(ctx, id)
 			case workReceipt:
 				err = a.sendReceipts(ctx, id)
-			case workDeliver:
-				err = a.deliver(ctx, id)
 			}
 			if err != nil && !errors.Is(err, ErrHalted) && ctx.Err() == nil {
 				a.log.Warn("incoming work failed; will retry", "id", id, "work", string(kind), "code", errs.CodeOf(err))
