@@ -52,6 +52,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 				if err != nil {
 					continue
 				}
+				var taken []string
 				for _, it := range items {
 					if it.Kind != api.KindMessage {
 						continue
@@ -68,11 +69,18 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 					} else if err := bergen.Download(ctx, it.Routing.ID, f); err != nil {
 						continue
 					}
-					if err := bergen.Ack(ctx, it.Routing.ID); err == nil {
-						if acked.Add(1) == total {
-							close(recvDone)
-						}
-					}
+					taken = append(taken, it.Routing.ID)
+				}
+				// One ack request for the poll's messages, as agents do.
+				if len(taken) == 0 {
+					continue
+				}
+				failed, err := bergen.AckMany(ctx, taken)
+				if err != nil {
+					continue
+				}
+				if n := int64(len(taken) - len(failed)); n > 0 && acked.Add(n) == total {
+					close(recvDone)
 				}
 			}
 		}()

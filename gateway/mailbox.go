@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -131,7 +132,12 @@ func (iw *idleWriter) Unwrap() http.ResponseWriter { return iw.ResponseWriter }
 
 // ownedMessage loads a message of the caller's mailbox.
 func (s *Server) ownedItem(r *http.Request, account string) (store.Item, error) {
-	it, err := s.st.Item(r.Context(), r.PathValue("id"))
+	return s.ownedItemID(r.Context(), account, r.PathValue("id"))
+}
+
+// ownedItemID is ownedItem for an id given otherwise.
+func (s *Server) ownedItemID(ctx context.Context, account, id string) (store.Item, error) {
+	it, err := s.st.Item(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && it.Owner != account) {
 		return it, errs.New(errs.NotFound, err)
 	}
@@ -177,31 +183,82 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request, account s
 
 // handleAck is POST /v1/mailbox/{id}/ack.
 func (s *Server) handleAck(w http.ResponseWriter, r *http.Request, account string) {
-	it, err := s.ownedItem(r, account)
-	if err != nil {
+	if err := s.ack(r.Context(), account, r.PathValue("id")); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// maxAckBatch bounds the ids of one POST /v1/mailbox/ack.
+const maxAckBatch = 256
+
+// handleAckBatch is POST /v1/mailbox/ack: acks several items at once. Each
+// id is acked as by handleAck; they run together, so the store commits
+// them in one group commit and the sender's notices in the same. The
+// answer lists what failed, per id, with its code; the rest are acked.
+func (s *Server) handleAckBatch(w http.ResponseWriter, r *http.Request, account string) {
+	var req api.AckRequest
+	if err := decodeJSON(w, r, &req, 64<<10); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(req.IDs) == 0 || len(req.IDs) > maxAckBatch {
+		s.fail(w, r, errs.Newf(errs.BadRequest, "ids: 1 to %d", maxAckBatch))
+		return
+	}
+	seen := make(map[string]bool, len(req.IDs))
+	for _, id := range req.IDs {
+		if seen[id] {
+			s.fail(w, r, errs.Newf(errs.BadRequest, "ids: %q twice", id))
+			return
+		}
+		seen[id] = true
+	}
+	results := make([]error, len(req.IDs))
+	var wg sync.WaitGroup
+	for i, id := range req.IDs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.ack(r.Context(), account, id)
+		}()
+	}
+	wg.Wait()
+	out := api.AckResponse{Failed: []api.AckFailure{}}
+	for i, err := range results {
+		if err != nil {
+			out.Failed = append(out.Failed, api.AckFailure{ID: req.IDs[i], Code: errs.CodeOf(err)})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ack marks item id of account's mailbox delivered (a message: with the
+// signed delivered notice to its sender) or taken (a notice).
+func (s *Server) ack(ctx context.Context, account, id string) error {
+	it, err := s.ownedItemID(ctx, account, id)
+	if err != nil {
+		return err
 	}
 	now := s.now().UTC()
 	var n *store.Notice
 	if it.Kind == api.KindMessage && !store.Terminal(it.State) {
 		if n, err = s.signer.notice(it.Routing, api.EventDelivered, "", "", now); err != nil {
-			s.fail(w, r, errs.New(errs.Internal, err))
-			return
+			return errs.New(errs.Internal, err)
 		}
 	}
-	got, err := s.q.Ack(r.Context(), account, it.Routing.ID, now, n)
+	got, err := s.q.Ack(ctx, account, it.Routing.ID, now, n)
 	if err != nil {
-		s.fail(w, r, queueErr(err))
-		return
+		return queueErr(err)
 	}
 	if it.Kind == api.KindMessage && !store.Terminal(it.State) && got.State == api.StateDelivered {
 		s.met.transition(api.StateDelivered, it.Routing.Type)
 		s.met.latency.Observe(now.Sub(it.AcceptedAt).Seconds())
 		s.met.attempts.Observe(float64(got.Attempts))
-		s.record(r.Context(), auditEntry{account, "message.delivered", it.Routing.ID, map[string]string{"notice": n.ID}})
+		s.record(ctx, auditEntry{account, "message.delivered", it.Routing.ID, map[string]string{"notice": n.ID}})
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 var reReason = regexp.MustCompile(`^[a-z0-9_.]{1,64}$`)

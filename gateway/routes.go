@@ -23,6 +23,7 @@ func (s *Server) apiRoutes() map[string]http.HandlerFunc {
 		"GET " + api.PathMailbox:                   s.authed(s.handlePoll),
 		"GET " + api.PathMailbox + "/{id}/content": s.authed(s.handleContent),
 		"POST " + api.PathMailbox + "/{id}/ack":    s.authed(s.handleAck),
+		"POST " + api.PathMailbox + "/ack":         s.authed(s.handleAckBatch),
 		"POST " + api.PathMailbox + "/{id}/reject": s.authed(s.handleReject),
 		"GET " + api.PathHealth:                    s.handleHealth,
 		"GET " + api.PathReady:                     s.handleReady,

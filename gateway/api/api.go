@@ -9,6 +9,8 @@ package api
 
 import (
 	"time"
+
+	"github.com/kurer/kurer/internal/errs"
 )
 
 // Paths. {id} is a message id (UUID), {account} an account id (UUID).
@@ -140,6 +142,24 @@ type MailboxItem struct {
 // MailboxResponse answers a long poll. Items is empty when the wait ended.
 type MailboxResponse struct {
 	Items []MailboxItem `json:"items"`
+}
+
+// AckRequest is the body of POST /v1/mailbox/ack: several items acked at
+// once (at most 256 ids, each once).
+type AckRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// AckResponse answers POST /v1/mailbox/ack: the ids that were not acked,
+// each with its error code (e.g. not_found); every other id is acked.
+type AckResponse struct {
+	Failed []AckFailure `json:"failed"`
+}
+
+// AckFailure is one id of an AckRequest that was not acked.
+type AckFailure struct {
+	ID   string    `json:"id"`
+	Code errs.Code `json:"code"`
 }
 
 // RejectRequest is the body of POST /v1/mailbox/{id}/reject.

@@ -547,6 +547,21 @@ func (c *Client) Ack(ctx context.Context, id string) error {
 	return c.doJSON(ctx, http.MethodPost, api.PathMailbox+"/"+id+"/ack", nil, nil)
 }
 
+// AckMany acks several items in one request (at most 256; they commit
+// together at the gateway). It returns the ids that were not acked, with
+// the error of each; every other id is acked.
+func (c *Client) AckMany(ctx context.Context, ids []string) (map[string]error, error) {
+	var out api.AckResponse
+	if err := c.doJSON(ctx, http.MethodPost, api.PathMailbox+"/ack", api.AckRequest{IDs: ids}, &out); err != nil {
+		return nil, err
+	}
+	failed := make(map[string]error, len(out.Failed))
+	for _, f := range out.Failed {
+		failed[f.ID] = &errs.Error{Code: f.Code}
+	}
+	return failed, nil
+}
+
 // Reject refuses a message with a reason code and a short detail.
 func (c *Client) Reject(ctx context.Context, id, reason, detail string) error {
 	return c.doJSON(ctx, http.MethodPost, api.PathMailbox+"/"+id+"/reject", api.RejectRequest{Reason: reason, Detail: detail}, nil)
