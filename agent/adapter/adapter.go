@@ -145,6 +145,23 @@ func Register(kind string, f Factory) {
 	registry[kind] = f
 }
 
+// RegisterNew registers kind with a Factory that decodes an adapter's
+// options strictly into a C and builds the adapter with newAdapter (the
+// built-in adapters' New functions have this shape).
+func RegisterNew[C any, A Adapter](kind string, newAdapter func(name string, c C, log *slog.Logger) (A, error)) {
+	Register(kind, func(name string, decode func(v any) error, log *slog.Logger) (Adapter, error) {
+		var c C
+		if err := decode(&c); err != nil {
+			return nil, fmt.Errorf("%s adapter options: %w", kind, err)
+		}
+		a, err := newAdapter(name, c, log)
+		if err != nil {
+			return nil, err
+		}
+		return a, nil
+	})
+}
+
 // ErrUnknownKind is returned by New for an unregistered kind.
 var ErrUnknownKind = errors.New("unknown adapter kind")
 

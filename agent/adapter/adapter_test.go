@@ -3,6 +3,7 @@ package adapter
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -37,4 +38,30 @@ func TestNewPassesLogger(t *testing.T) {
 		}
 	}()
 	Register(kind, func(string, func(any) error, *slog.Logger) (Adapter, error) { return nil, nil })
+}
+
+type testConfig struct{ Dir string }
+
+// TestRegisterNew: options are decoded into the adapter's config type, a
+// decoding error names the kind, and a build error comes back as is.
+func TestRegisterNew(t *testing.T) {
+	const kind = "adaptertest-registernew"
+	bad := errors.New("no such folder")
+	RegisterNew(kind, func(name string, c testConfig, _ *slog.Logger) (*logOnly, error) {
+		if c.Dir == "" {
+			return nil, bad
+		}
+		return &logOnly{}, nil
+	})
+	a, err := New(kind, "ok", func(v any) error { v.(*testConfig).Dir = "/x"; return nil }, nil)
+	if err != nil || a == nil {
+		t.Fatalf("build: %v %v", a, err)
+	}
+	strict := errors.New("unknown field")
+	if _, err := New(kind, "x", func(any) error { return strict }, nil); !errors.Is(err, strict) || !strings.Contains(err.Error(), kind+" adapter options") {
+		t.Fatalf("decode error = %v", err)
+	}
+	if a, err := New(kind, "x", func(any) error { return nil }, nil); !errors.Is(err, bad) || a != nil {
+		t.Fatalf("build error = %v, adapter %v", err, a)
+	}
 }

@@ -122,15 +122,7 @@ var (
 	_ adapter.Receiver = (*Folder)(nil)
 )
 
-func init() {
-	adapter.Register(Kind, func(name string, decode func(v any) error, log *slog.Logger) (adapter.Adapter, error) {
-		var c Config
-		if err := decode(&c); err != nil {
-			return nil, fmt.Errorf("folder adapter options: %w", err)
-		}
-		return New(name, c, log)
-	})
-}
+func init() { adapter.RegisterNew(Kind, New) }
 
 // New builds a folder adapter, creating its folders.
 func New(name string, c Config, log *slog.Logger) (*Folder, error) {
@@ -355,10 +347,7 @@ func caseID(dir, fromCase string) (string, error) {
 	return id, durable.SyncDir(dir)
 }
 
-var (
-	_ adapter.Receiver = (*Folder)(nil)
-	_ adapter.Receives = (*Folder)(nil)
-)
+var _ adapter.Receives = (*Folder)(nil)
 
 // Receives implements adapter.Receives: a folder adapter takes incoming
 // messages only when it has an inbox.

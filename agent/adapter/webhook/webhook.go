@@ -206,15 +206,7 @@ var (
 	_ adapter.Receiver = (*Webhook)(nil)
 )
 
-func init() {
-	adapter.Register(Kind, func(name string, decode func(v any) error, log *slog.Logger) (adapter.Adapter, error) {
-		var c Config
-		if err := decode(&c); err != nil {
-			return nil, fmt.Errorf("webhook adapter options: %w", err)
-		}
-		return New(name, c, log)
-	})
-}
+func init() { adapter.RegisterNew(Kind, New) }
 
 // New builds a webhook adapter: it checks the URL, reads the secret and the
 // CA file. log may be nil.
