@@ -1,42 +1,24 @@
-// Package agenttest starts a real kurer gateway (TLS on 127.0.0.1:0, a
-// pkitest PKI, accounts registered through the admin API) and agents
-// in-process, each with the folder adapter on real temp folders, for
-// integration tests of the agent.
+// Package agenttest starts a real kurer gateway (gateway/gatewaytest: TLS
+// on 127.0.0.1:0, a pkitest PKI, accounts registered through the admin
+// API) and agents in-process, each with the folder adapter on real temp
+// folders, for integration tests of the agent.
 package agenttest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"log/slog"
-	"net/http"
-	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kurer/kurer/agent"
 	"github.com/kurer/kurer/agent/adapter/folder"
 	"github.com/kurer/kurer/gateway"
-	"github.com/kurer/kurer/gateway/api"
-	"github.com/kurer/kurer/gateway/client"
-	"github.com/kurer/kurer/internal/pki"
+	"github.com/kurer/kurer/gateway/gatewaytest"
 	"github.com/kurer/kurer/internal/pki/pkitest"
 	"github.com/kurer/kurer/schemas"
 )
-
-// Known parties: municipality and organisation numbers for the names a
-// network may use.
-var parties = map[string][2]string{
-	"oslo":      {"0301", "974760673"},
-	"bergen":    {"4601", "964338531"},
-	"trondheim": {"5001", "942110464"},
-}
 
 // Token is every agent's local API token.
 const Token = "agenttest-token-0123456789abcdef"
@@ -99,62 +81,20 @@ type Setup struct {
 func NewNetworkSetup(tb testing.TB, s Setup, names ...string) *Network {
 	tb.Helper()
 	opts := s.Options
-	p := pkitest.New(tb, append([]string{"gateway"}, names...)...)
-	dir := tb.TempDir()
-	p.WriteFiles(tb, dir)
-	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	skPEM, _ := pki.EncodeKeyPEM(sk)
-	skFile := filepath.Join(dir, "gateway-signing.key")
-	if err := os.WriteFile(skFile, skPEM, 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	op := "operator-" + hex.EncodeToString(skPEM[40:56])
-	sum := sha256.Sum256([]byte(op))
-	n := &Network{TB: tb, PKI: p, Audience: "https://gateway.agenttest", Nodes: map[string]*Node{},
-		TLS: &tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS12}}
-	cfg := gateway.Config{
-		Audience: n.Audience, Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
-		TLSCert: p.Accounts["gateway"].CertFile, TLSKey: p.Accounts["gateway"].KeyFile,
-		TrustRoots: []string{p.CAFile}, SigningKey: skFile, OperatorTokenSHA256: hex.EncodeToString(sum[:]),
-		DataDir: filepath.Join(dir, "gateway"), SweepInterval: 20 * time.Millisecond,
-		LeaseTimeout: 2 * time.Second, ShutdownTimeout: 5 * time.Second, Dev: true,
-	}
-	srv, err := gateway.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		tb.Fatalf("gateway.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	n.stopGateway = sync.OnceFunc(func() { cancel(); <-done })
-	tb.Cleanup(n.stopGateway)
-	n.Gateway, n.URL = srv, "https://"+srv.Addr().String()
-	waitHTTP(tb, "http://"+srv.MetricsAddr().String()+"/readyz")
-
-	admin, err := client.NewAdmin(client.AdminConfig{BaseURL: "https://" + srv.AdminAddr().String(), Token: op, TLS: n.TLS})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	e := gatewaytest.New(tb, func(c *gateway.Config) { c.LeaseTimeout = 2 * time.Second })
+	n := &Network{TB: tb, PKI: e.PKI, Gateway: e.Srv, URL: e.URL(), Audience: e.Cfg.Audience, TLS: e.TLS,
+		Nodes: map[string]*Node{}, stopGateway: e.Stop}
 	types := []string{schemas.TypeSakOverforing, schemas.TypeMottatt, schemas.TypeAvvist, schemas.TypeBehandlet,
 		schemas.TypeDokumentasjonForesporsel, schemas.TypeDokumentasjonSvar}
 	for _, name := range names {
-		pt, ok := parties[name]
+		id, ok := e.IDs[name]
 		if !ok {
 			tb.Fatalf("agenttest: unknown party %q (oslo, bergen, trondheim)", name)
 		}
-		acct, err := admin.CreateAccount(context.Background(), api.AccountRequest{
-			Name: name + " kommune", OrgNumber: pt[1], Municipality: pt[0], Service: "barneverntjenesten",
-			Types: types, Certificates: []string{string(pki.EncodeCertPEM(p.Accounts[name].Cert))},
-		})
-		if err != nil {
-			tb.Fatalf("create account %s: %v", name, err)
-		}
+		e.SetTypes(name, types...)
 		root := tb.TempDir()
-		nd := &Node{Name: name, ID: acct.ID, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
-			Outbox: filepath.Join(root, "outbox"), Account: p.Accounts[name], Token: Token, opts: opts[name], config: s.Config[name]}
+		nd := &Node{Name: name, ID: id, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
+			Outbox: filepath.Join(root, "outbox"), Account: e.PKI.Accounts[name], Token: Token, opts: opts[name], config: s.Config[name]}
 		if s.OwnReceiver[name] {
 			nd.Inbox = ""
 		}
@@ -218,23 +158,4 @@ func (n *Network) Restart(name string, extra ...agent.Option) *Node {
 	nd := n.Nodes[name]
 	n.start(nd, extra...)
 	return nd
-}
-
-func waitHTTP(tb testing.TB, url string) {
-	tb.Helper()
-	hc := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s not ready", url)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

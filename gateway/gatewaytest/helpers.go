@@ -156,3 +156,16 @@ func RandBytes(n int) []byte {
 	_, _ = rand.Read(b)
 	return b
 }
+
+// SetTypes makes account name take exactly types (the catalog's message
+// types), through the admin API.
+func (e *Env) SetTypes(name string, types ...string) {
+	e.tb.Helper()
+	_, err := e.Admin().UpdateAccount(context.Background(), e.IDs[name], api.AccountRequest{
+		Name: name + " kommune", OrgNumber: orgNumbers[name], Municipality: municipalities[name],
+		Service: "barneverntjenesten", Types: types,
+	})
+	if err != nil {
+		e.tb.Fatalf("set types of %s: %v", name, err)
+	}
+}
