@@ -121,6 +121,29 @@ type Delivery struct {
 	ReceiptID string
 }
 
+// MessageInfo is what adapters tell a case system about a delivered
+// message besides its files: routing, dates, the mottatt receipt's id and
+// the file list (the folder adapter's message.json, the webhook's metadata
+// part).
+type MessageInfo struct {
+	ID           string          `json:"id"`
+	Type         string          `json:"type"`
+	From         string          `json:"from"`
+	To           string          `json:"to"`
+	Conversation string          `json:"conversation,omitempty"`
+	InReplyTo    string          `json:"in_reply_to,omitempty"`
+	Created      time.Time       `json:"created"`
+	Expires      time.Time       `json:"expires"`
+	ReceiptID    string          `json:"receipt_id,omitempty"`
+	Files        []localapi.File `json:"files"`
+}
+
+// Info is d's MessageInfo.
+func (d Delivery) Info() MessageInfo {
+	return MessageInfo{ID: d.ID, Type: d.Type, From: d.From, To: d.To, Conversation: d.Conversation,
+		InReplyTo: d.InReplyTo, Created: d.Created, Expires: d.Expires, ReceiptID: d.ReceiptID, Files: d.Files}
+}
+
 // Factory builds an adapter named name; decode fills its config struct
 // strictly (unknown fields are errors). log is the agent's logger for the
 // adapter's own messages (never payloads or personal data).

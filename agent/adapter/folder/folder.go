@@ -89,18 +89,7 @@ type CaseRouting struct {
 }
 
 // MessageInfo is Inbox/<id>/message.json.
-type MessageInfo struct {
-	ID           string          `json:"id"`
-	Type         string          `json:"type"`
-	From         string          `json:"from"`
-	To           string          `json:"to"`
-	Conversation string          `json:"conversation,omitempty"`
-	InReplyTo    string          `json:"in_reply_to,omitempty"`
-	Created      time.Time       `json:"created"`
-	Expires      time.Time       `json:"expires"`
-	ReceiptID    string          `json:"receipt_id,omitempty"`
-	Files        []localapi.File `json:"files"`
-}
+type MessageInfo = adapter.MessageInfo
 
 // Refusal is Failed/<case>/kurer-error.json.
 type Refusal struct {
@@ -381,11 +370,7 @@ func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery
 			return fmt.Errorf("inbox file: %w", err)
 		}
 	}
-	info := MessageInfo{
-		ID: d.ID, Type: d.Type, From: d.From, To: d.To, Conversation: d.Conversation,
-		InReplyTo: d.InReplyTo, Created: d.Created, Expires: d.Expires, ReceiptID: d.ReceiptID, Files: d.Files,
-	}
-	meta, _ := json.MarshalIndent(info, "", "  ")
+	meta, _ := json.MarshalIndent(d.Info(), "", "  ")
 	for name, data := range map[string][]byte{"message.json": meta, "manifest.json": d.Manifest, "signature.p7s": d.Signature} {
 		if err := durable.WriteFile(filepath.Join(tmp, name), data, 0o640); err != nil {
 			return err

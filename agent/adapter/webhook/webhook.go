@@ -148,21 +148,13 @@ type RetryConfig struct {
 	MaxRetryAfter time.Duration `yaml:"max_retry_after"`
 }
 
-// Metadata is the "metadata" part of a delivery request.
+// Metadata is the "metadata" part of a delivery request: the message's
+// routing, dates, mottatt receipt id and files (in the order of the "file"
+// parts, with the size and hex SHA-256 of each, melding.json included), as
+// the folder adapter's message.json has them, plus the digests of the other
+// parts.
 type Metadata struct {
-	ID           string    `json:"id"`
-	Type         string    `json:"type"`
-	From         string    `json:"from"`
-	To           string    `json:"to"`
-	Conversation string    `json:"conversation,omitempty"`
-	InReplyTo    string    `json:"in_reply_to,omitempty"`
-	Created      time.Time `json:"created"`
-	Expires      time.Time `json:"expires"`
-	// ReceiptID is the id of the signed mottatt receipt sent to the sender.
-	ReceiptID string `json:"receipt_id,omitempty"`
-	// Files are the payload files (melding.json included), in the order of
-	// the "file" parts, with the size and hex SHA-256 of each.
-	Files []localapi.File `json:"files"`
+	adapter.MessageInfo
 	// ManifestSHA256 and SignatureSHA256 are the hex SHA-256 of the
 	// "manifest" and "signature" parts.
 	ManifestSHA256  string `json:"manifest_sha256"`
@@ -651,15 +643,12 @@ func cut(s string, n int) string {
 
 // metadataOf builds the metadata part.
 func metadataOf(d adapter.Delivery) ([]byte, error) {
-	files := d.Files
-	if files == nil {
-		files = []localapi.File{}
+	info := d.Info()
+	info.Created, info.Expires = info.Created.UTC(), info.Expires.UTC()
+	if info.Files == nil {
+		info.Files = []localapi.File{}
 	}
-	m := Metadata{
-		ID: d.ID, Type: d.Type, From: d.From, To: d.To, Conversation: d.Conversation, InReplyTo: d.InReplyTo,
-		Created: d.Created.UTC(), Expires: d.Expires.UTC(), ReceiptID: d.ReceiptID, Files: files,
-		ManifestSHA256: hexSum(d.Manifest), SignatureSHA256: hexSum(d.Signature),
-	}
+	m := Metadata{MessageInfo: info, ManifestSHA256: hexSum(d.Manifest), SignatureSHA256: hexSum(d.Signature)}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: metadata: %w", err)
