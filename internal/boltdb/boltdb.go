@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,6 +63,10 @@ type DB struct {
 	maxBatch    int
 	linger      time.Duration
 	lingerBatch int
+
+	commits atomic.Uint64 // transactions committed by the writer
+	updates atomic.Uint64 // updates they carried
+	busy    atomic.Int64  // nanoseconds the writer spent running them
 
 	mu        sync.RWMutex // guards closed against in-flight sends
 	closed    bool
@@ -147,6 +152,19 @@ func (d *DB) Update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return <-r.err
 }
 
+// Stats describe the writer since Open: how saturated the one serial stage
+// of the store is. Busy/elapsed near 1 means updates queue behind it.
+type Stats struct {
+	Commits uint64        // read-write transactions run (each two fsyncs)
+	Updates uint64        // Update calls they carried
+	Busy    time.Duration // time spent in them, fsyncs included
+}
+
+// Stats returns the writer's counters.
+func (d *DB) Stats() Stats {
+	return Stats{Commits: d.commits.Load(), Updates: d.updates.Load(), Busy: time.Duration(d.busy.Load())}
+}
+
 // View runs fn in a read-only transaction. Bytes read must be copied if they
 // outlive fn.
 func (d *DB) View(fn func(*bolt.Tx) error) error {
@@ -230,6 +248,12 @@ func (d *DB) writer() {
 // is rolled back and every function is run again in a transaction of its own,
 // so one caller's error never undoes another caller's write.
 func (d *DB) run(batch []*request) {
+	start := time.Now()
+	defer func() {
+		d.commits.Add(1)
+		d.updates.Add(uint64(len(batch)))
+		d.busy.Add(int64(time.Since(start)))
+	}()
 	if len(batch) == 1 {
 		batch[0].err <- d.bolt.Update(batch[0].fn)
 		return
