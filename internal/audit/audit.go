@@ -15,9 +15,11 @@
 // content.
 //
 // Durability: Append returns only after its record is written and fsynced;
-// concurrent Appends share one write and one fsync (group commit). A crash
-// can leave a torn last line, which was never acknowledged; Open cuts it off
-// and records an "audit.repaired" entry saying how many bytes it removed.
+// concurrent Appends share one write and one fsync (group commit).
+// AppendBatch writes several records contiguously in one write and fsync.
+// A crash can leave a torn last line, which was never acknowledged; Open
+// cuts it off and records an "audit.repaired" entry saying how many bytes it
+// removed.
 package audit
 
 import (
@@ -27,6 +29,7 @@ import (
 	"fmt"
 	"github.com/kurer/kurer/internal/durable"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -56,8 +59,12 @@ type Options struct {
 // load while bounding how far the head lags.
 const defaultHeadInterval = 200 * time.Millisecond
 
-// maxBatch bounds how many records one group commit writes.
+// maxBatch bounds how many records one group commit writes, roughly: a
+// request is never split, so one larger than this is written whole.
 const maxBatch = 256
+
+// maxKeptBuf bounds the write buffer the writer keeps between commits.
+const maxKeptBuf = 1 << 20
 
 // Log is an open audit log. It is safe for concurrent use. Exactly one Log
 // per file: Open takes an exclusive lock on the file.
@@ -87,15 +94,26 @@ type Log struct {
 	closeErr  error
 }
 
-type request struct {
-	actor, action, subject string
-	attrs                  map[string]string
-	done                   chan result
+// Entry is what a caller records; the log adds seq, time and the chain.
+// See Record for what the fields may carry.
+type Entry struct {
+	Actor, Action, Subject string
+	Attrs                  map[string]string
 }
 
-type result struct {
-	rec Record
-	err error
+// request hands 1..n entries to the writer, which writes them
+// contiguously, in order, in one write. The writer reads attrs from recs,
+// where the sender has put its copies, and fills in the rest of recs.
+type request struct {
+	entries []Entry
+	recs    []Record // len(entries)
+	err     error    // set by the writer; nothing was written if non-nil
+	bad     int      // index of the entry err is about, or -1
+	done    chan struct{}
+
+	// Storage for a single entry and record, saving allocations.
+	one    [1]Entry
+	oneRec [1]Record
 }
 
 // Open opens the log at path, creating it (mode 0600) if it does not
@@ -263,30 +281,78 @@ func (l *Log) Append(ctx context.Context, actor, action, subject string, attrs m
 	if err := validate(actor, action, subject, attrs); err != nil {
 		return Record{}, err
 	}
-	if err := ctx.Err(); err != nil {
+	req := &request{done: make(chan struct{})}
+	req.one[0] = Entry{Actor: actor, Action: action, Subject: subject}
+	req.oneRec[0].Attrs = cloneAttrs(attrs)
+	req.entries, req.recs = req.one[:], req.oneRec[:]
+	if err := l.send(ctx, req); err != nil {
 		return Record{}, err
 	}
-	req := &request{actor: actor, action: action, subject: subject, done: make(chan result, 1)}
-	if len(attrs) > 0 {
-		req.attrs = make(map[string]string, len(attrs))
-		for k, v := range attrs {
-			req.attrs[k] = v
+	return req.oneRec[0], nil
+}
+
+// AppendBatch records entries as consecutive records, in order, with one
+// write and one fsync, and returns them once they are durable. It is
+// Append for several entries at once, with the same rules, and all or
+// nothing: if any entry is invalid or too large nothing is appended and
+// the error names the entry. Entries' attrs are copied. An empty batch
+// appends nothing and returns nil, nil.
+func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Record, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	for i, e := range entries {
+		if err := validate(e.Actor, e.Action, e.Subject, e.Attrs); err != nil {
+			return nil, fmt.Errorf("audit entry %d: %w", i, err)
 		}
+	}
+	req := &request{entries: entries, done: make(chan struct{})}
+	if len(entries) == 1 {
+		req.recs = req.oneRec[:]
+	} else {
+		req.recs = make([]Record, len(entries))
+	}
+	for i, e := range entries {
+		req.recs[i].Attrs = cloneAttrs(e.Attrs)
+	}
+	if err := l.send(ctx, req); err != nil {
+		if req.bad >= 0 {
+			return nil, fmt.Errorf("audit entry %d: %w", req.bad, err)
+		}
+		return nil, err
+	}
+	return req.recs, nil
+}
+
+// send hands req to the writer and waits for its answer. ctx bounds only
+// the hand-over.
+func (l *Log) send(ctx context.Context, req *request) error {
+	req.bad = -1 // until the writer names an entry
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
-		return Record{}, ErrClosed
+		return ErrClosed
 	}
 	select {
 	case l.reqs <- req:
 		l.mu.RUnlock()
 	case <-ctx.Done():
 		l.mu.RUnlock()
-		return Record{}, ctx.Err()
+		return ctx.Err()
 	}
-	res := <-req.done
-	return res.rec, res.err
+	<-req.done
+	return req.err
+}
+
+// cloneAttrs copies attrs; nil when empty, as a record stores no attrs then.
+func cloneAttrs(attrs map[string]string) map[string]string {
+	if len(attrs) == 0 {
+		return nil
+	}
+	return maps.Clone(attrs)
 }
 
 // Last returns the seq and hash of the last durable record (0 and Genesis
@@ -319,86 +385,115 @@ func (l *Log) Close() error {
 	return l.closeErr
 }
 
-// writer is the only goroutine that writes the log file.
+// writer is the only goroutine that writes the log file. It gathers the
+// requests waiting, up to about maxBatch records (one request is never
+// split), and commits them together.
 func (l *Log) writer() {
 	defer close(l.writerDone)
 	defer close(l.headCh)
-	batch := make([]*request, 0, maxBatch)
+	var (
+		batch = make([]*request, 0, maxBatch)
+		buf   []byte
+		s     sealer
+	)
 	for req := range l.reqs {
 		batch = append(batch[:0], req)
+		n := len(req.entries)
 	drain:
-		for len(batch) < maxBatch {
+		for n < maxBatch {
 			select {
 			case r, ok := <-l.reqs:
 				if !ok {
 					break drain
 				}
 				batch = append(batch, r)
+				n += len(r.entries)
 			default:
 				break drain
 			}
 		}
-		l.commit(batch)
+		buf = l.commit(batch, buf[:0], &s)
+		clear(batch) // let answered requests go
+		if cap(buf) > maxKeptBuf {
+			buf = nil
+		}
 	}
 }
 
-// commit writes batch with one write and one fsync, then answers each
-// request.
-func (l *Log) commit(batch []*request) {
-	if l.broken != nil {
+// commit writes the records of batch with one write and one fsync, then
+// answers each request. A request whose record cannot be encoded fails
+// whole and takes no seq. All records of one commit get the same time. It
+// returns buf for reuse.
+func (l *Log) commit(batch []*request, buf []byte, s *sealer) []byte {
+	answer := func(err error) {
 		for _, req := range batch {
-			req.done <- result{err: l.broken}
+			if req.err == nil {
+				req.err = err
+			}
+			close(req.done)
 		}
-		return
+	}
+	if l.broken != nil {
+		answer(l.broken)
+		return buf
+	}
+	now := l.opts.Now().UTC()
+	var tb [64]byte
+	ts, err := appendTime(tb[:0], now)
+	if err != nil {
+		answer(fmt.Errorf("encode audit record: %w", err))
+		return buf
 	}
 	seq, prev := l.seq, l.prev // only the writer changes them
-	var buf []byte
-	recs := make([]Record, len(batch))
-	ok := make([]bool, len(batch))
-	for i, req := range batch {
-		r := Record{
-			Seq:     seq + 1,
-			Time:    l.opts.Now().UTC(),
-			Actor:   req.actor,
-			Action:  req.action,
-			Subject: req.subject,
-			Attrs:   req.attrs,
-			Prev:    prev,
+	written := 0
+	for _, req := range batch {
+		start, seq0, prev0 := len(buf), seq, prev
+		for i, e := range req.entries {
+			r := &req.recs[i]
+			*r = Record{
+				Seq:     seq + 1,
+				Time:    now,
+				Actor:   e.Actor,
+				Action:  e.Action,
+				Subject: e.Subject,
+				Attrs:   r.Attrs,
+				Prev:    prev,
+			}
+			if buf, err = s.seal(buf, r, ts); err != nil {
+				req.err, req.bad = err, i
+				break
+			}
+			seq, prev = r.Seq, r.Hash
 		}
-		r.Hash = r.ComputeHash()
-		line, err := r.encode()
-		if err != nil {
-			req.done <- result{err: err}
+		if req.err != nil {
+			buf, seq, prev = buf[:start], seq0, prev0
+			clear(req.recs)
 			continue
 		}
-		buf = append(buf, line...)
-		recs[i], ok[i] = r, true
-		seq, prev = r.Seq, r.Hash
+		written++
 	}
-	if len(buf) == 0 {
-		return
+	if written == 0 {
+		answer(nil)
+		return buf
 	}
-	err := l.write(buf)
-	if err != nil {
+	if err := l.write(buf); err != nil {
 		l.broken = fmt.Errorf("audit log unusable after a failed write (reopen to repair): %w", err)
-	} else {
-		l.stateMu.Lock()
-		l.seq, l.prev = seq, prev
-		l.stateMu.Unlock()
-	}
-	for i, req := range batch {
-		if !ok[i] {
-			continue
+		for _, req := range batch {
+			if req.err == nil {
+				clear(req.recs)
+			}
 		}
-		if err != nil {
-			req.done <- result{err: l.broken}
-		} else {
-			req.done <- result{rec: recs[i]}
-		}
+		answer(l.broken)
+		return buf
 	}
-	if err == nil && !l.opts.NoHead {
+	l.stateMu.Lock()
+	l.seq, l.prev = seq, prev
+	l.stateMu.Unlock()
+	answer(nil)
+	if !l.opts.NoHead {
 		l.publishHead(head{Seq: seq, Hash: prev})
 	}
+	return buf
 }
 
 func (l *Log) write(buf []byte) error {
