@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -37,8 +38,9 @@ var (
 	bJTI      = []byte("jti")      // jti -> exp (8 bytes)
 	bJTIExp   = []byte("jti_exp")  // exp|jti -> nil
 	bUploads  = []byte("uploads")  // id -> json upload
-	bItems    = []byte("items")    // id -> json record
-	bPayloads = []byte("payloads") // id -> inline ciphertext
+	bItems    = []byte("items")    // id -> record (codec.go)
+	bPayloads = []byte("payloads") // id -> inline ciphertext (databases before 2026-12-01; read and deleted only)
+	bInline   = []byte("inline")   // seq -> inline ciphertext
 	bReady    = []byte("ready")    // owner 0x00 seq -> id
 	bLeases   = []byte("leases")   // until|id -> nil
 	bExpiry   = []byte("expiry")   // expires|id -> nil (non-terminal messages)
@@ -61,6 +63,14 @@ type Backend struct {
 
 	sigMu sync.Mutex
 	sig   map[string]chan struct{}
+
+	// acctMu guards the account cache: acct holds accounts as read from
+	// the database (only ones that exist, so unknown ids cannot grow it);
+	// writes drop their entry after committing, and acctGen counts them,
+	// so that a read racing a write does not put back what it replaced.
+	acctMu  sync.RWMutex
+	acct    map[string]store.Account
+	acctGen uint64
 }
 
 // Options tune Open.
@@ -81,6 +91,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		partialDir: filepath.Join(dir, "partial"),
 		payloadDir: filepath.Join(dir, "payloads"),
 		sig:        map[string]chan struct{}{},
+		acct:       map[string]store.Account{},
 	}
 	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -91,7 +102,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		LockTimeout: o.LockTimeout,
 		MaxBatch:    o.MaxBatch,
 		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems),
-			string(bPayloads), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts)},
+			string(bPayloads), string(bInline), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts)},
 	})
 	if err != nil {
 		return nil, err
@@ -104,10 +115,15 @@ func Open(dir string, o Options) (*Backend, error) {
 	return b, nil
 }
 
+// WriterStats reports the database writer's counters (commits, updates,
+// busy time): the saturation of the store's one serial stage.
+func (b *Backend) WriterStats() boltdb.Stats { return b.db.Stats() }
+
 // Close closes the database after queued writes.
 func (b *Backend) Close() error { return b.db.Close() }
 
-// record is the stored form of an item.
+// record is the stored form of an item, written by encodeRecord (codec.go).
+// The JSON tags read records written before the binary codec.
 type record struct {
 	store.Item
 	Seq    uint64 `json:"seq"`
@@ -136,8 +152,8 @@ func (b *Backend) cleanSpool() error {
 		live   func(v []byte) bool
 	}{
 		{b.payloadDir, bItems, func(v []byte) bool {
-			var r record
-			return json.Unmarshal(v, &r) == nil && r.Spool && !store.Terminal(r.State)
+			r, err := decodeRecord(v)
+			return err == nil && r.Spool && !store.Terminal(r.State)
 		}},
 		{b.partialDir, bUploads, func([]byte) bool { return true }},
 	} {
@@ -215,19 +231,15 @@ func getRec(tx *bbolt.Tx, id string) (*record, error) {
 	if v == nil {
 		return nil, store.ErrNotFound
 	}
-	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("decode item %s: %w", id, err)
+	r, err := decodeRecord(v)
+	if err != nil {
+		return nil, fmt.Errorf("item %s: %w", id, err)
 	}
-	return &r, nil
+	return r, nil
 }
 
 func putRec(tx *bbolt.Tx, r *record) error {
-	v, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return tx.Bucket(bItems).Put([]byte(r.Routing.ID), v)
+	return tx.Bucket(bItems).Put([]byte(r.Routing.ID), encodeRecord(r))
 }
 
 func bump(tx *bbolt.Tx, state, typ string, delta int64) error {
@@ -274,7 +286,7 @@ func setState(tx *bbolt.Tx, r *record, state string, at time.Time, reason string
 			return err
 		}
 		if r.Inline {
-			if err := tx.Bucket(bPayloads).Delete([]byte(r.Routing.ID)); err != nil {
+			if err := deleteInline(tx, r); err != nil {
 				return err
 			}
 		}
@@ -285,6 +297,30 @@ func setState(tx *bbolt.Tx, r *record, state string, at time.Time, reason string
 	}
 	r.State = state
 	return nil
+}
+
+// Inline payloads are keyed by the message's mailbox sequence number, not
+// its id: ids are random, sequence numbers grow, so a commit's new payloads
+// land together at the end of the bucket and those of delivered messages
+// leave from near its start, instead of each dirtying (and rewriting, with
+// its 10 KiB neighbours) a random leaf page. Databases written before this
+// keep their payloads under the id in bPayloads; both are looked up.
+
+// getInline returns r's inline payload (bytes valid in tx only), nil if
+// there is none.
+func getInline(tx *bbolt.Tx, r *record) []byte {
+	if v := tx.Bucket(bInline).Get(u64(r.Seq)); v != nil {
+		return v
+	}
+	return tx.Bucket(bPayloads).Get([]byte(r.Routing.ID))
+}
+
+// deleteInline removes r's inline payload from wherever it is.
+func deleteInline(tx *bbolt.Tx, r *record) error {
+	if err := tx.Bucket(bInline).Delete(u64(r.Seq)); err != nil {
+		return err
+	}
+	return tx.Bucket(bPayloads).Delete([]byte(r.Routing.ID))
 }
 
 // enqueue puts a fresh record into its owner's mailbox.
@@ -327,22 +363,64 @@ func (b *Backend) PutAccount(ctx context.Context, a store.Account) error {
 	if err != nil {
 		return err
 	}
-	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+	err = b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		return tx.Bucket(bAccounts).Put([]byte(a.ID), v)
 	})
+	// The cache entry is dropped, not replaced: the next read loads what
+	// committed last, even if two writes of id finish out of order. On
+	// failure nothing changed, and dropping costs one read.
+	b.forgetAccount(a.ID)
+	return err
 }
 
-// Account implements store.Store.
+// Account implements store.Store. It is served from memory after the first
+// read of id.
 func (b *Backend) Account(_ context.Context, id string) (store.Account, error) {
-	var a accountRec
+	b.acctMu.RLock()
+	a, ok := b.acct[id]
+	gen := b.acctGen
+	b.acctMu.RUnlock()
+	if ok {
+		return cloneAccount(a), nil
+	}
+	var rec accountRec
 	err := b.db.View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bAccounts).Get([]byte(id))
 		if v == nil {
 			return store.ErrNotFound
 		}
-		return json.Unmarshal(v, &a)
+		return json.Unmarshal(v, &rec)
 	})
-	return store.Account(a), err
+	if err != nil {
+		return store.Account{}, err
+	}
+	a = store.Account(rec)
+	b.acctMu.Lock()
+	if b.acctGen == gen { // no write since the read began
+		b.acct[id] = a
+	}
+	b.acctMu.Unlock()
+	return cloneAccount(a), nil
+}
+
+// forgetAccount drops id from the account cache.
+func (b *Backend) forgetAccount(id string) {
+	b.acctMu.Lock()
+	delete(b.acct, id)
+	b.acctGen++
+	b.acctMu.Unlock()
+}
+
+// cloneAccount returns a copy of a cached account that a caller may modify
+// without touching the cache: the Types and Certificates slices are fresh.
+// The DER byte slices inside Certificates are shared with the cache, not
+// copied: nothing modifies a certificate's bytes in place (callers parse
+// them or replace the slice), and the cache's own copies were decoded from
+// the database, never taken from a caller.
+func cloneAccount(a store.Account) store.Account {
+	a.Types = slices.Clone(a.Types)
+	a.Certificates = slices.Clone(a.Certificates)
+	return a
 }
 
 // Accounts implements store.Store.
@@ -363,13 +441,17 @@ func (b *Backend) Accounts(context.Context) ([]store.Account, error) {
 
 // DeleteAccount implements store.Store.
 func (b *Backend) DeleteAccount(ctx context.Context, id string) error {
-	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		bk := tx.Bucket(bAccounts)
 		if bk.Get([]byte(id)) == nil {
 			return store.ErrNotFound
 		}
 		return bk.Delete([]byte(id))
 	})
+	// Forget id whatever the outcome: on success it is gone, and on
+	// failure the cache only loses an entry it can read again.
+	b.forgetAccount(id)
+	return err
 }
 
 // UseJTI implements store.Store.
@@ -503,16 +585,17 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		if len(r.History) == 0 {
 			r.History = []api.StateChange{{State: api.StateAccepted, At: it.AcceptedAt}}
 		}
-		if r.Inline {
-			if err := tx.Bucket(bPayloads).Put([]byte(id), p.Inline); err != nil {
-				return err
-			}
-		}
 		if err := tx.Bucket(bUploads).Delete([]byte(id)); err != nil {
 			return err
 		}
+		if err := enqueue(tx, r); err != nil { // assigns r.Seq
+			return err
+		}
 		stored = r
-		return enqueue(tx, r)
+		if r.Inline {
+			return tx.Bucket(bInline).Put(u64(r.Seq), p.Inline)
+		}
+		return nil
 	})
 	if err != nil {
 		if dst != "" {
@@ -561,13 +644,6 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 		inline []byte
 	)
 	err := b.db.View(func(tx *bbolt.Tx) error {
-		// An inline payload exists only while its message is live (it is
-		// deleted in the transaction that makes the message terminal), so
-		// finding it needs no record decode.
-		if v := tx.Bucket(bPayloads).Get([]byte(id)); v != nil {
-			inline = append([]byte{}, v...) // non-nil also when empty
-			return nil
-		}
 		var err error
 		if r, err = getRec(tx, id); err != nil {
 			return err
@@ -576,7 +652,11 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 			return store.ErrNotFound
 		}
 		if r.Inline {
-			return store.ErrNotFound // live and inline, but its payload is gone
+			v := getInline(tx, r)
+			if v == nil {
+				return store.ErrNotFound // live and inline, but its payload is gone
+			}
+			inline = append([]byte{}, v...) // non-nil also when empty
 		}
 		return nil
 	})
@@ -605,10 +685,10 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 func (b *Backend) Messages(_ context.Context, f store.MessageFilter) ([]store.Item, error) {
 	var out []store.Item
 	err := b.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bItems).ForEach(func(_, v []byte) error {
-			var r record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
+		return tx.Bucket(bItems).ForEach(func(k, v []byte) error {
+			r, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("item %s: %w", k, err)
 			}
 			if r.Kind != api.KindMessage ||
 				(f.State != "" && r.State != f.State) ||
