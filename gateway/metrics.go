@@ -83,6 +83,9 @@ var (
 	descMessages = prometheus.NewDesc("kurer_gateway_messages", "Message records by state and type (terminal ones until purged).", []string{"state", "type"}, nil)
 	descDepth    = prometheus.NewDesc("kurer_gateway_mailbox_depth", "Items (messages and notices) waiting or leased, per mailbox.", []string{"account"}, nil)
 	descOldest   = prometheus.NewDesc("kurer_gateway_mailbox_oldest_age_seconds", "Age of the oldest waiting or leased item, per mailbox.", []string{"account"}, nil)
+	descCommits  = prometheus.NewDesc("kurer_gateway_store_commits_total", "Read-write transactions the store's writer committed (each fsynced).", nil, nil)
+	descUpdates  = prometheus.NewDesc("kurer_gateway_store_updates_total", "Updates those transactions carried (group commit).", nil, nil)
+	descBusy     = prometheus.NewDesc("kurer_gateway_store_writer_busy_seconds_total", "Time the store's single writer spent committing; its rate near 1 means writes queue.", nil, nil)
 	descSeen     = prometheus.NewDesc("kurer_gateway_agent_last_seen_timestamp_seconds", "Last authenticated request of an account's agent.", []string{"account"}, nil)
 )
 
@@ -97,6 +100,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDepth
 	ch <- descOldest
 	ch <- descSeen
+	ch <- descCommits
+	ch <- descUpdates
+	ch <- descBusy
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -115,6 +121,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descDepth, prometheus.GaugeValue, float64(b.Depth), b.Account)
 			ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, now.Sub(b.Oldest).Seconds(), b.Account)
 		}
+	}
+	if st, ok := c.s.StoreStats(); ok {
+		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits))
+		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(st.Updates))
+		ch <- prometheus.MustNewConstMetric(descBusy, prometheus.CounterValue, st.Busy.Seconds())
 	}
 	c.m.seenMu.Lock()
 	for a, t := range c.m.lastSeen {

@@ -30,6 +30,7 @@ import (
 	"github.com/kurer/kurer/gateway/store"
 	"github.com/kurer/kurer/gateway/store/bolt"
 	"github.com/kurer/kurer/internal/audit"
+	"github.com/kurer/kurer/internal/boltdb"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/internal/pki"
 )
@@ -200,6 +201,20 @@ func (s *Server) MetricsAddr() net.Addr {
 	return s.metricsLn.Addr()
 }
 
+// writerStats is the optional ability of a store with a single writer
+// (the embedded bbolt store) to report its saturation.
+type writerStats interface {
+	WriterStats() boltdb.Stats
+}
+
+// StoreStats returns the store writer's counters, if the store has one.
+func (s *Server) StoreStats() (boltdb.Stats, bool) {
+	if w, ok := s.st.(writerStats); ok {
+		return w.WriterStats(), true
+	}
+	return boltdb.Stats{}, false
+}
+
 // JWKS returns the gateway's public JWKS document.
 func (s *Server) JWKS() []byte { return s.signer.jwks }
 
@@ -294,33 +309,30 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// record appends audit records concurrently (they share one fsync) and
-// logs failures; the state change itself is already durable.
+// record appends audit records with one AppendBatch (one write and fsync
+// for all) and logs a failure; the state change itself is already durable.
 func (s *Server) record(ctx context.Context, entries ...auditEntry) {
-	ctx = context.WithoutCancel(ctx)
-	if len(entries) == 1 {
-		e := entries[0]
-		if _, err := s.audit.Append(ctx, e.actor, e.action, e.subject, e.attrs); err != nil {
-			s.met.auditErrors.Inc()
-			s.log.Error("audit append failed", "action", e.action, "subject", e.subject, "err", err)
-		}
+	if len(entries) == 0 {
 		return
 	}
-	var wg sync.WaitGroup
-	for _, e := range entries {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.record(ctx, e)
-		}()
+	batch := make([]audit.Entry, len(entries))
+	for i, e := range entries {
+		batch[i] = audit.Entry(e)
 	}
-	wg.Wait()
+	if _, err := s.audit.AppendBatch(context.WithoutCancel(ctx), batch); err != nil {
+		s.met.auditErrors.Inc()
+		actions := make([]string, len(entries))
+		subjects := make([]string, len(entries))
+		for i, e := range entries {
+			actions[i], subjects[i] = e.Action, e.Subject
+		}
+		s.log.Error("audit append failed", "actions", actions, "subjects", subjects, "err", err)
+	}
 }
 
-type auditEntry struct {
-	actor, action, subject string
-	attrs                  map[string]string
-}
+// auditEntry is what handlers pass to record (a local type, so that its
+// literals may leave out the field names).
+type auditEntry audit.Entry
 
 // operatorOK reports whether token is the operator credential.
 func (s *Server) operatorOK(token string) bool {
