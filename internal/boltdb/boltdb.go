@@ -248,12 +248,12 @@ func (d *DB) writer() {
 // is rolled back and every function is run again in a transaction of its own,
 // so one caller's error never undoes another caller's write.
 func (d *DB) run(batch []*request) {
+	// Counted before any caller learns its outcome, so that a caller sees
+	// its own update in Stats.
+	d.commits.Add(1)
+	d.updates.Add(uint64(len(batch)))
 	start := time.Now()
-	defer func() {
-		d.commits.Add(1)
-		d.updates.Add(uint64(len(batch)))
-		d.busy.Add(int64(time.Since(start)))
-	}()
+	defer func() { d.busy.Add(int64(time.Since(start))) }()
 	if len(batch) == 1 {
 		batch[0].err <- d.bolt.Update(batch[0].fn)
 		return

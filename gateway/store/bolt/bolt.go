@@ -64,6 +64,9 @@ type Backend struct {
 	sigMu sync.Mutex
 	sig   map[string]chan struct{}
 
+	leaseMu sync.Mutex
+	leasing map[string]chan struct{} // account -> its lease turn (one slot)
+
 	// acctMu guards the account cache: acct holds accounts as read from
 	// the database (only ones that exist, so unknown ids cannot grow it);
 	// writes drop their entry after committing, and acctGen counts them,
@@ -91,6 +94,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		partialDir: filepath.Join(dir, "partial"),
 		payloadDir: filepath.Join(dir, "payloads"),
 		sig:        map[string]chan struct{}{},
+		leasing:    map[string]chan struct{}{},
 		acct:       map[string]store.Account{},
 	}
 	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
@@ -760,6 +764,19 @@ func (b *Backend) Purge(ctx context.Context, cutoff time.Time, limit int) (int, 
 
 // Lease implements store.Queue.
 func (b *Backend) Lease(ctx context.Context, account string, max int, now, until time.Time) ([]store.Item, error) {
+	// One lease of a mailbox at a time. A new item wakes every poller of
+	// its mailbox (an agent may run several); without the turn each of them
+	// would see the item in the read below and queue a write transaction
+	// for it, and all but one would find nothing. In turn, the later ones
+	// read after the first committed and leave without writing, and items
+	// that arrive during a lease's commit are taken together by the next.
+	turn := b.leaseTurn(account)
+	select {
+	case turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-turn }()
 	// Cheap read first: most polls find an empty mailbox.
 	empty := true
 	_ = b.db.View(func(tx *bbolt.Tx) error {
@@ -803,6 +820,19 @@ func (b *Backend) Lease(ctx context.Context, account string, max int, now, until
 		return nil, err
 	}
 	return out, nil
+}
+
+// leaseTurn returns account's lease slot (a channel of capacity one). Slots
+// are kept for the accounts that ever leased: one small channel each.
+func (b *Backend) leaseTurn(account string) chan struct{} {
+	b.leaseMu.Lock()
+	defer b.leaseMu.Unlock()
+	t, ok := b.leasing[account]
+	if !ok {
+		t = make(chan struct{}, 1)
+		b.leasing[account] = t
+	}
+	return t
 }
 
 // finish is the common part of Ack and Reject.
