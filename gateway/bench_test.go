@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/gateway/gatewaytest"
@@ -26,6 +28,9 @@ import (
 //	go test -run '^$' -bench SubmitDeliverAck -benchtime 4000x ./gateway/
 func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := gatewaytest.New(b, nil)
+	if os.Getenv("GOGC") == "" { // as `kurer gateway serve` does
+		defer debug.SetGCPercent(debug.SetGCPercent(gateway.DefaultGCPercent))
+	}
 	senders := []string{"oslo", "trondheim"}
 	body := gatewaytest.RandBytes(10 << 10)
 	ctx, cancel := context.WithCancel(context.Background())

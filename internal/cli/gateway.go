@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -109,6 +110,9 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil)).With("component", "gateway")
+	if os.Getenv("GOGC") == "" { // the operator's GOGC wins
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	srv, err := gateway.New(cfg, logger)
 	if err != nil {
 		return fmt.Errorf("start gateway: %w", err)

@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+)
+
+// validConfig is the least configuration Validate accepts.
+func validConfig() Config {
+	return Config{
+		Audience: "https://gateway.example", TLSCert: "c.pem", TLSKey: "k.pem",
+		TrustRoots: []string{"ca.pem"}, SigningKey: "s.pem",
+		OperatorTokenSHA256: strings.Repeat("ab", 32),
+	}
+}
+
+func TestConfigGCPercent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   int
+		want int
+		err  bool
+	}{
+		{"default", 0, DefaultGCPercent, false},
+		{"set", 150, 150, false},
+		{"off", -1, -1, false},
+		{"below off", -2, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			c.GCPercent = tc.in
+			err := c.Validate()
+			if tc.err {
+				if err == nil || !strings.Contains(err.Error(), "gc_percent") {
+					t.Fatalf("Validate = %v, want a gc_percent error", err)
+				}
+				return
+			}
+			if err != nil || c.GCPercent != tc.want {
+				t.Fatalf("Validate = %v, GCPercent %d; want nil, %d", err, c.GCPercent, tc.want)
+			}
+		})
+	}
+}
