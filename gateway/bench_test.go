@@ -144,6 +144,8 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 		// many updates a commit (two fsyncs) carried.
 		b.ReportMetric((ws.Busy-ws0.Busy).Seconds()/el.Seconds(), "writer-busy")
 		b.ReportMetric(float64(ws.Updates-ws0.Updates)/float64(ws.Commits-ws0.Commits), "updates/commit")
+		b.ReportMetric(float64((ws.Busy-ws0.Busy).Microseconds())/1000/float64(ws.Commits-ws0.Commits), "ms/commit")
+		b.ReportMetric(float64(ws.Commits-ws0.Commits)/float64(total), "commits/msg")
 	}
 	if len(lats) > 0 {
 		sortDurations(lats)

@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"regexp"
 	"strconv"
 	"strings"
@@ -113,7 +117,79 @@ func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account stri
 	}
 	s.record(r.Context(), audits...)
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Add("Vary", "Accept")
+	if acceptsMultipart(r.Header) {
+		writePollMultipart(w, out)
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// writePollMultipart writes a poll answer as multipart/mixed: first the
+// JSON without contents, then each content raw in its own part, in item
+// order. This spares both sides base64 and JSON scanning of the envelopes.
+func writePollMultipart(w http.ResponseWriter, out api.MailboxResponse) {
+	contents := make([][]byte, len(out.Items))
+	for i := range out.Items {
+		contents[i], out.Items[i].Content = out.Items[i].Content, nil
+	}
+	mw := multipart.NewWriter(w)
+	h := w.Header()
+	h.Set("Content-Type", mime.FormatMediaType(api.MediaMultipart, map[string]string{"boundary": mw.Boundary()}))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	part, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {api.MediaJSON}})
+	if err != nil {
+		return
+	}
+	if err := json.NewEncoder(part).Encode(out); err != nil {
+		return
+	}
+	for i, b := range contents {
+		if b == nil {
+			continue
+		}
+		part, err := mw.CreatePart(textproto.MIMEHeader{
+			"Content-Type":      {api.MediaOctetStream},
+			api.HeaderMessageID: {out.Items[i].Routing.ID},
+			api.HeaderDigest:    {out.Items[i].Routing.Digest},
+		})
+		if err != nil {
+			return
+		}
+		if _, err := part.Write(b); err != nil {
+			return
+		}
+	}
+	_ = mw.Close()
+}
+
+// acceptsMultipart reports whether the Accept header names multipart/mixed
+// with a q above 0. Wildcards (*/*, multipart/*) do not count: only clients
+// that know the layout get it.
+func acceptsMultipart(h http.Header) bool {
+	for _, v := range h.Values("Accept") {
+		for _, rng := range strings.Split(v, ",") {
+			mt, params, _ := strings.Cut(rng, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), api.MediaMultipart) && qAboveZero(params) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// qAboveZero reports whether the media range parameters params
+// ("a=b;q=0.5") give a q above 0 (or none, which means 1).
+func qAboveZero(params string) bool {
+	for _, p := range strings.Split(params, ";") {
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && q > 0
+		}
+	}
+	return true
 }
 
 // idleWriter extends the connection's write deadline while bytes move.

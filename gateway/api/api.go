@@ -32,7 +32,8 @@ const (
 	// /v1/messages/{id}/status: MessageStatus, for sender or receiver.
 	PathMessages = "/v1/messages/"
 	// PathMailbox: GET /v1/mailbox?wait=30s&max=N: long-poll the caller's
-	// mailbox; answers MailboxResponse. GET /v1/mailbox/{id}/content: the
+	// mailbox; answers MailboxResponse (JSON, or multipart: see
+	// MediaMultipart). GET /v1/mailbox/{id}/content: the
 	// envelope bytes (Range supported). POST /v1/mailbox/{id}/ack: taken,
 	// durably. POST /v1/mailbox/{id}/reject with RejectRequest.
 	PathMailbox = "/v1/mailbox"
@@ -67,6 +68,22 @@ const (
 	HeaderUploadOffset = "Upload-Offset"
 	// HeaderSize is the total envelope size when Content-Length is of a part.
 	HeaderSize = "Kurer-Size"
+	// HeaderMessageID names the message whose envelope a part of a
+	// multipart poll answer carries.
+	HeaderMessageID = "Kurer-Message-Id"
+)
+
+// Media types of the poll answer. A poll whose Accept names
+// MediaMultipart (e.g. "multipart/mixed, application/json;q=0.5") is
+// answered multipart/mixed (RFC 2046): first a MediaJSON part with the
+// MailboxResponse, every Content left out, then one MediaOctetStream part
+// per item that carries its envelope inline, in item order, with
+// HeaderMessageID and HeaderDigest. Items without a part are downloaded.
+// Any other poll is answered MediaJSON, inline envelopes in Content.
+const (
+	MediaJSON        = "application/json"
+	MediaMultipart   = "multipart/mixed"
+	MediaOctetStream = "application/octet-stream"
 )
 
 // TokenResponse answers PathToken (RFC 6749 shape).
@@ -133,9 +150,11 @@ type MailboxItem struct {
 	LeaseUntil time.Time `json:"lease_until"`
 	// Notice is set for KindNotice: a gateway-signed JWS with NoticeClaims.
 	Notice string `json:"notice,omitempty"`
-	// Content is the envelope itself (base64 in JSON) when the poll asked
-	// for small ones inline (?inline=BYTES) and this one fits; otherwise
-	// download it. Check it against Routing.Digest like a download.
+	// Content is the envelope itself when the poll asked for small ones
+	// inline (?inline=BYTES) and this one fits; otherwise download it.
+	// Base64 in a JSON answer; in a multipart answer it is left out here
+	// and comes raw in its own part. Check it against Routing.Digest like
+	// a download.
 	Content []byte `json:"content,omitempty"`
 }
 

@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -436,6 +438,14 @@ func digestOf(body io.ReaderAt, size int64) (int64, string, error) {
 	return got, "sha-256=:" + base64.StdEncoding.EncodeToString(h.Sum(nil)) + ":", nil
 }
 
+// pollAccept is the Accept of a poll that asks for inline envelopes: they
+// then come raw in a multipart answer, not base64 in JSON. A gateway that
+// does not know multipart answers JSON, which Poll reads as well.
+const pollAccept = api.MediaMultipart + ", " + api.MediaJSON + ";q=0.5"
+
+// maxPollAnswer bounds a whole poll answer, as decode bounds any JSON answer.
+const maxPollAnswer = 64 << 20
+
 // Poll long-polls the mailbox: it returns as soon as items are leased to the
 // caller, or empty after wait.
 func (c *Client) Poll(ctx context.Context, wait time.Duration, max int) ([]api.MailboxItem, error) {
@@ -443,8 +453,32 @@ func (c *Client) Poll(ctx context.Context, wait time.Duration, max int) ([]api.M
 	if c.cfg.PollInline > 0 {
 		q.Set("inline", strconv.FormatInt(c.cfg.PollInline, 10))
 	}
+	resp, err := c.authedDo(ctx, func() (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(api.PathMailbox+"?"+q.Encode()), nil)
+		if err == nil && c.cfg.PollInline > 0 {
+			req.Header.Set("Accept", pollAccept)
+		}
+		return req, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return decodePoll(resp, c.cfg.PollInline, max)
+}
+
+// decodePoll reads a poll answer, JSON or multipart by its Content-Type,
+// for a poll of at most max items and envelopes up to inline bytes.
+func decodePoll(resp *http.Response, inline int64, max int) ([]api.MailboxItem, error) {
 	var out api.MailboxResponse
-	if err := c.doJSON(ctx, http.MethodGet, api.PathMailbox+"?"+q.Encode(), nil, &out); err != nil {
+	var err error
+	mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode == http.StatusOK && mt == api.MediaMultipart {
+		err = decodePollMultipart(resp.Body, params["boundary"], inline, max, &out)
+	} else {
+		err = decode(resp, &out)
+	}
+	if err != nil {
 		return nil, err
 	}
 	for i := range out.Items {
@@ -456,6 +490,122 @@ func (c *Client) Poll(ctx context.Context, wait time.Duration, max int) ([]api.M
 		}
 	}
 	return out.Items, nil
+}
+
+// pollJSONLimit bounds the JSON part of a multipart answer to a poll of at
+// most max items (it holds no envelopes: routing and notices only).
+func pollJSONLimit(items int) int64 { return 64<<10 + int64(max(items, 1))*16<<10 }
+
+// decodePollMultipart reads a multipart poll answer into out: the JSON part,
+// then the envelope parts, each matched to its item by api.HeaderMessageID
+// and read into a buffer of the item's size. A part the poll did not ask
+// for (unknown id, a second one, a notice's, larger than the item or than
+// inline) is refused.
+func decodePollMultipart(body io.Reader, boundary string, inline int64, max int, out *api.MailboxResponse) error {
+	if boundary == "" {
+		return badAnswer("multipart answer without boundary")
+	}
+	trap := &readTrap{r: io.LimitReader(body, maxPollAnswer)}
+	mr := multipart.NewReader(trap, boundary)
+	partErr := func(err error) error {
+		if trap.err != nil {
+			// The answer ended or failed before its closing boundary.
+			return &errs.Error{Code: errs.Unavailable, Detail: "gateway answer cut off", Cause: err}
+		}
+		return &errs.Error{Code: errs.MalformedJSON, Detail: "gateway answer", Cause: err}
+	}
+	p, err := mr.NextRawPart()
+	if err != nil {
+		return partErr(err)
+	}
+	if mt := mediaType(p.Header.Get("Content-Type")); mt != api.MediaJSON {
+		return badAnswer("first part is %q, want %s", mt, api.MediaJSON)
+	}
+	limit := pollJSONLimit(max)
+	b, err := io.ReadAll(io.LimitReader(p, limit+1))
+	if err != nil {
+		return partErr(err)
+	}
+	if int64(len(b)) > limit {
+		return &errs.Error{Code: errs.TooLarge, Detail: "gateway answer", Cause: fmt.Errorf("JSON part over %d bytes", limit)}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return &errs.Error{Code: errs.MalformedJSON, Detail: "gateway answer", Cause: err}
+	}
+	byID := make(map[string]int, len(out.Items))
+	for i, it := range out.Items {
+		byID[it.Routing.ID] = i
+	}
+	for {
+		p, err := mr.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return partErr(err)
+		}
+		if mt := mediaType(p.Header.Get("Content-Type")); mt != api.MediaOctetStream {
+			return badAnswer("envelope part is %q, want %s", mt, api.MediaOctetStream)
+		}
+		id := p.Header.Get(api.HeaderMessageID)
+		i, ok := byID[id]
+		if !ok {
+			return badAnswer("part for unknown item %q", id)
+		}
+		it := &out.Items[i]
+		switch {
+		case it.Kind != api.KindMessage:
+			return badAnswer("part for %s %q", it.Kind, id)
+		case it.Content != nil:
+			return badAnswer("second part for %q", id)
+		case it.Routing.Size < 1 || it.Routing.Size > inline:
+			return badAnswer("part for %q of %d bytes, asked up to %d", id, it.Routing.Size, inline)
+		}
+		buf := make([]byte, it.Routing.Size)
+		n, err := io.ReadFull(p, buf)
+		switch err {
+		case nil:
+			if extra, err := io.Copy(io.Discard, io.LimitReader(p, 1)); err != nil {
+				return partErr(err)
+			} else if extra > 0 {
+				return badAnswer("part for %q larger than its %d bytes", id, it.Routing.Size)
+			}
+		case io.EOF, io.ErrUnexpectedEOF:
+			// Shorter than its routing: dropped by the check in decodePoll,
+			// unless the answer was cut off, which the next part tells.
+			buf = buf[:n]
+		default:
+			return partErr(err)
+		}
+		it.Content = buf
+	}
+	// Let the connection be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	return nil
+}
+
+// mediaType is the media type of a Content-Type value, without parameters.
+func mediaType(v string) string {
+	mt, _, _ := strings.Cut(v, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}
+
+func badAnswer(format string, a ...any) error {
+	return &errs.Error{Code: errs.MalformedJSON, Detail: "gateway answer", Cause: fmt.Errorf(format, a...)}
+}
+
+// readTrap remembers the first error (io.EOF included) reading r.
+type readTrap struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTrap) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return n, err
 }
 
 // contentDigest is the Content-Digest form of b's SHA-256.
