@@ -61,11 +61,27 @@ func TestLatestEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agenttest.Poll(t, "received", func() bool { return outState(tr.Agent, first.ID) == localapi.StateReceived })
-	all, err := c.Events(t.Context(), 0, 0)
-	if err != nil || len(all.Events) == 0 {
-		t.Fatalf("events: %v %+v", err, all)
-	}
+	// Wait until the first message has made all its events: received, and
+	// the mottatt receipt stored as an incoming record, which happens just
+	// after the state change it causes. Otherwise the receipt's event can
+	// land between the reads below.
+	var all localapi.EventsResponse
+	agenttest.Poll(t, "received with its receipt recorded", func() bool {
+		if outState(tr.Agent, first.ID) != localapi.StateReceived {
+			return false
+		}
+		var err error
+		if all, err = c.Events(t.Context(), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		receipts := 0
+		for _, e := range all.Events {
+			if e.Direction == localapi.DirectionIn && e.State == localapi.InProcessed {
+				receipts++
+			}
+		}
+		return receipts == 1
+	})
 	latest, err := c.LatestEvent(t.Context())
 	if err != nil {
 		t.Fatal(err)
