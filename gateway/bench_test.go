@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -28,8 +29,13 @@ import (
 //	go test -run '^$' -bench SubmitDeliverAck -benchtime 4000x ./gateway/
 func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := gatewaytest.New(b, nil)
-	if os.Getenv("GOGC") == "" { // as `kurer gateway serve` does
+	// The runtime settings `kurer gateway serve` makes, unless the
+	// environment sets them (for A/B runs).
+	if os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(gateway.DefaultGCPercent))
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(gateway.DefaultMaxProcs()))
 	}
 	senders := []string{"oslo", "trondheim"}
 	body := gatewaytest.RandBytes(10 << 10)

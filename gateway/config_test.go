@@ -42,3 +42,20 @@ func TestConfigGCPercent(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigMaxProcs(t *testing.T) {
+	c := validConfig()
+	if err := c.Validate(); err != nil || c.MaxProcs != DefaultMaxProcs() || c.MaxProcs < 4 {
+		t.Fatalf("default: %v, MaxProcs %d", err, c.MaxProcs)
+	}
+	c = validConfig()
+	c.MaxProcs = 3
+	if err := c.Validate(); err != nil || c.MaxProcs != 3 {
+		t.Fatalf("set: %v, MaxProcs %d", err, c.MaxProcs)
+	}
+	c = validConfig()
+	c.MaxProcs = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_procs") {
+		t.Fatalf("negative: %v", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -112,6 +113,9 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 	logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil)).With("component", "gateway")
 	if os.Getenv("GOGC") == "" { // the operator's GOGC wins
 		debug.SetGCPercent(cfg.GCPercent)
+	}
+	if os.Getenv("GOMAXPROCS") == "" { // and GOMAXPROCS
+		runtime.GOMAXPROCS(cfg.MaxProcs)
 	}
 	srv, err := gateway.New(cfg, logger)
 	if err != nil {
