@@ -105,6 +105,12 @@ func Open(dir string, o Options) (*Backend, error) {
 	db, err := boltdb.Open(filepath.Join(dir, "gateway.db"), boltdb.Options{
 		LockTimeout: o.LockTimeout,
 		MaxBatch:    o.MaxBatch,
+		// Under load a commit (two fsyncs) costs 4-5 ms on a virtual disk
+		// and grows little with the updates it carries: waiting up to 1 ms
+		// for 32 instead of 500 µs for 12 took the writer from 87 % to
+		// 73-76 % busy at the same messages/s in the benchmark.
+		Linger:      time.Millisecond,
+		LingerBatch: 32,
 		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems),
 			string(bPayloads), string(bInline), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts)},
 	})
