@@ -1,0 +1,96 @@
+package gateway_test
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/kurer/kurer/gateway/gatewaytest"
+)
+
+// TestMetricsByValue: the operator's metrics after one delivered and one
+// waiting message say so, and the store writer's counters move.
+func TestMetricsByValue(t *testing.T) {
+	e := gatewaytest.New(t, nil)
+	oslo, bergen := e.Client("oslo"), e.Client("bergen")
+	body := gatewaytest.RandBytes(1024)
+	var ids []string
+	for range 2 {
+		r := e.Routing("oslo", "bergen", body)
+		if _, err := oslo.Submit(t.Context(), r, bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	items := gatewaytest.PollUntil(t, bergen, 2)
+	if err := bergen.Ack(t.Context(), items[0].Routing.ID); err != nil {
+		t.Fatal(err)
+	}
+	m := scrapeMetrics(t, "http://"+e.Srv.MetricsAddr().String())
+	typ := gatewaytest.MessageType
+	bergenID, osloID := e.IDs["bergen"], e.IDs["oslo"]
+	for series, want := range map[string]float64{
+		`kurer_gateway_messages{state="delivered",type="` + typ + `"}`:          1,
+		`kurer_gateway_messages{state="leased",type="` + typ + `"}`:             1,
+		`kurer_gateway_transitions_total{state="accepted",type="` + typ + `"}`:  2,
+		`kurer_gateway_transitions_total{state="delivered",type="` + typ + `"}`: 1,
+		`kurer_gateway_mailbox_depth{account="` + bergenID + `"}`:               1, // the leased one
+		`kurer_gateway_mailbox_depth{account="` + osloID + `"}`:                 1, // the delivered notice
+		`kurer_gateway_delivery_latency_seconds_count`:                          1,
+	} {
+		if got, ok := m[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	if m[`kurer_gateway_agent_last_seen_timestamp_seconds{account="`+bergenID+`"}`] <= 0 {
+		t.Error("no last-seen time for bergen's agent")
+	}
+	commits, updates := m["kurer_gateway_store_commits_total"], m["kurer_gateway_store_updates_total"]
+	// At least: 2 accepts, 1 lease, 1 ack (plus the catalog and tokens).
+	if commits < 1 || updates < 4 || updates < commits {
+		t.Errorf("store commits %v, updates %v", commits, updates)
+	}
+	if _, ok := m["kurer_gateway_store_writer_busy_seconds_total"]; !ok {
+		t.Error("no store writer busy time")
+	}
+}
+
+// scrapeMetrics reads base/metrics (text format) into series -> value.
+func scrapeMetrics(t *testing.T, base string) map[string]float64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/plain")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
