@@ -121,11 +121,19 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("start gateway: %w", err)
 	}
-	logger.Info("gateway listening", "addr", srv.Addr().String(), "admin", addrString(srv.AdminAddr()), "metrics", addrString(srv.MetricsAddr()), "dev", cfg.Dev)
+	logger.Info("gateway listening", "addr", srv.Addr().String(), "admin", addrString(srv.AdminAddr()), "metrics", addrString(srv.MetricsAddr()), "dev", cfg.Dev,
+		"gomaxprocs", runtime.GOMAXPROCS(0), "gc_percent", gcPercent())
 	if err := srv.Run(cmd.Context()); err != nil && !errors.Is(err, cmd.Context().Err()) {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil
+}
+
+// gcPercent reads the collector target in force without changing it.
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
 }
 
 func addrString(a interface{ String() string }) string {
