@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -129,11 +130,14 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 	return nil
 }
 
-// gcPercent reads the collector target in force without changing it.
-func gcPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
+// gcPercent reads the collector target in force (GOGC) without changing it.
+func gcPercent() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return -1
+	}
+	return int64(s[0].Value.Uint64())
 }
 
 func addrString(a interface{ String() string }) string {
