@@ -317,7 +317,7 @@ func rehash(tb testing.TB, line []byte, change func(*Record)) []byte {
 	}
 	change(&r)
 	r.Hash = r.ComputeHash()
-	out, err := r.encode()
+	out, err := r.marshalLine()
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func TestAppendBatch(t *testing.T) {
 	}
 	ls := lines(t, path)
 	for i, r := range recs {
-		want, err := r.encode()
+		want, err := r.marshalLine()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -69,27 +69,11 @@ func (r Record) ComputeHash() string {
 	return hashHex(r.appendHashInput(hb[:0], attrs, ts))
 }
 
-// encode returns the record's line: its JSON encoding and a newline. It is
-// the only form Verify accepts, so that every byte of the file is covered.
-// It produces the bytes json.Marshal does (see marshalLine) without
-// reflection.
-func (r Record) encode() ([]byte, error) {
-	var ab [16]attr
-	var tb [64]byte
-	ts, err := appendTime(tb[:0], r.Time)
-	if err != nil {
-		return nil, fmt.Errorf("encode audit record: %w", err)
-	}
-	b := r.appendLine(nil, sortedAttrs(r.Attrs, ab[:0]), ts)
-	if len(b) > MaxRecordSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxRecordSize)
-	}
-	return b, nil
-}
-
-// marshalLine is encode done by encoding/json, the definition of the line
-// format. parseLine checks lines against it, so every Verify also checks
-// the writer's encoder.
+// marshalLine returns the record's line: its JSON encoding by
+// encoding/json and a newline. It is the definition of the line format and
+// the only form Verify accepts, so that every byte of the file is covered;
+// the writer's sealer makes the same bytes without reflection, and every
+// Verify (parseLine) checks them against this.
 func (r Record) marshalLine() ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -175,7 +159,7 @@ func hashHex(in []byte) string {
 	return string(out[:])
 }
 
-// appendLine appends r's line (see encode) to b: the fields in the order
+// appendLine appends r's line (see marshalLine) to b: the fields in the order
 // of the struct, subject and attrs omitted when empty, attrs sorted by key,
 // strings escaped as encoding/json escapes them. attrs are r.Attrs sorted
 // by sortedAttrs; ts is appendTime's form of r.Time.
