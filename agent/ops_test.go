@@ -1,14 +1,11 @@
 package agent_test
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/metricstest"
 	"github.com/kurer/kurer/internal/pki"
 )
 
@@ -126,7 +124,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
 	// Oslo's case system fails: the message waits and retries are counted.
 	agenttest.Poll(t, "oslo retrying the adapter", func() bool {
-		m := scrape(t, oslM)
+		m := metricstest.Scrape(t, oslM)
 		return m["kurer_agent_adapter_retries_total"] >= 2 && m["kurer_agent_inbox_depth"] == 1 &&
 			m[`kurer_agent_messages{direction="in",state="stored"}`] == 1
 	})
@@ -157,7 +155,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		base string
 		want map[string]float64
 	}{"trondheim": {trM, trWant}, "oslo": {oslM, oslWant}} {
-		m := scrape(t, c.base)
+		m := metricstest.Scrape(t, c.base)
 		for series, want := range c.want {
 			got, ok := m[series]
 			if !ok {
@@ -167,7 +165,7 @@ func TestMetricsAndHealth(t *testing.T) {
 			}
 		}
 	}
-	m := scrape(t, trM)
+	m := metricstest.Scrape(t, trM)
 	if sum := m["kurer_agent_end_to_end_seconds_sum"]; sum <= 0 || sum > elapsed {
 		t.Errorf("end-to-end latency sum %v s, want in (0, %v]", sum, elapsed)
 	}
@@ -186,7 +184,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatalf("send without the gateway: %v", err)
 	}
 	agenttest.Poll(t, "upload retries", func() bool {
-		m := scrape(t, trM)
+		m := metricstest.Scrape(t, trM)
 		return m["kurer_agent_upload_retries_total"] >= 1 && m["kurer_agent_outbox_depth"] == 1 &&
 			m[`kurer_agent_messages{direction="out",state="queued"}`] == 1
 	})
@@ -413,41 +411,4 @@ func httpStatus(t *testing.T, url string) int {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
-}
-
-// scrape reads base/metrics in the text format into series -> value, a
-// series written as exposed: name{label="value",...}.
-func scrape(t *testing.T, base string) map[string]float64 {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/plain")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("scrape %s: %v", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %s", base, resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if i < 0 || err != nil {
-			t.Fatalf("scrape %s: bad line %q", base, line)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

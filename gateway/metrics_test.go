@@ -1,14 +1,11 @@
 package gateway_test
 
 import (
-	"bufio"
 	"bytes"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/kurer/kurer/gateway/gatewaytest"
+	"github.com/kurer/kurer/internal/metricstest"
 )
 
 // TestMetricsByValue: the operator's metrics after one delivered and one
@@ -29,7 +26,7 @@ func TestMetricsByValue(t *testing.T) {
 	if err := bergen.Ack(t.Context(), items[0].Routing.ID); err != nil {
 		t.Fatal(err)
 	}
-	m := scrapeMetrics(t, "http://"+e.Srv.MetricsAddr().String())
+	m := metricstest.Scrape(t, "http://"+e.Srv.MetricsAddr().String())
 	typ := gatewaytest.MessageType
 	bergenID, osloID := e.IDs["bergen"], e.IDs["oslo"]
 	for series, want := range map[string]float64{
@@ -56,41 +53,4 @@ func TestMetricsByValue(t *testing.T) {
 	if _, ok := m["kurer_gateway_store_writer_busy_seconds_total"]; !ok {
 		t.Error("no store writer busy time")
 	}
-}
-
-// scrapeMetrics reads base/metrics (text format) into series -> value.
-func scrapeMetrics(t *testing.T, base string) map[string]float64 {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/plain")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("metrics: %s", resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
 }
