@@ -395,6 +395,12 @@ func (s *Server) inlineContent(ctx context.Context, id string, size int64) []byt
 		return nil
 	}
 	defer p.Close()
+	if m, ok := p.(interface{ Bytes() []byte }); ok { // already in memory
+		if b := m.Bytes(); int64(len(b)) == size {
+			return b
+		}
+		return nil
+	}
 	b, err := io.ReadAll(io.LimitReader(p, size+1))
 	if err != nil || int64(len(b)) != size {
 		return nil

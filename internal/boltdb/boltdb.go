@@ -281,6 +281,7 @@ func (d *DB) run(batch []*request) {
 		return
 	}
 	for _, r := range batch {
+		d.commits.Add(1) // each runs again in a transaction of its own
 		r.err <- d.bolt.Update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
 	}
 }

@@ -636,9 +636,14 @@ func (b *Backend) Item(_ context.Context, id string) (store.Item, error) {
 
 type bytesPayload struct {
 	*bytes.Reader
+	b []byte
 }
 
 func (bytesPayload) Close() error { return nil }
+
+// Bytes returns the whole payload (a copy made for this reader), so that a
+// caller that wants it in memory need not copy it again.
+func (p bytesPayload) Bytes() []byte { return p.b }
 
 type filePayload struct {
 	*os.File
@@ -674,7 +679,7 @@ func (b *Backend) Payload(_ context.Context, id string) (store.PayloadReader, er
 		return nil, err
 	}
 	if inline != nil {
-		return bytesPayload{bytes.NewReader(inline)}, nil
+		return bytesPayload{Reader: bytes.NewReader(inline), b: inline}, nil
 	}
 	f, err := os.Open(filepath.Join(b.payloadDir, id))
 	if errors.Is(err, os.ErrNotExist) {
