@@ -65,7 +65,7 @@ type Backend struct {
 	sig   map[string]chan struct{}
 
 	leaseMu sync.Mutex
-	leasing map[string]chan struct{} // account -> its lease turn (one slot)
+	leasing map[string]*leaseReservation // account -> items reserved by leases in flight
 
 	// acctMu guards the account cache: acct holds accounts as read from
 	// the database (only ones that exist, so unknown ids cannot grow it);
@@ -94,7 +94,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		partialDir: filepath.Join(dir, "partial"),
 		payloadDir: filepath.Join(dir, "payloads"),
 		sig:        map[string]chan struct{}{},
-		leasing:    map[string]chan struct{}{},
+		leasing:    map[string]*leaseReservation{},
 		acct:       map[string]store.Account{},
 	}
 	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
@@ -774,37 +774,67 @@ func (b *Backend) Purge(ctx context.Context, cutoff time.Time, limit int) (int, 
 // ---- queue ----
 
 // Lease implements store.Queue.
+//
+// Pollers of one mailbox reserve items in memory before they queue their
+// write, so they neither wait for each other's commits nor queue writes
+// for nothing. A new item wakes every poller of its mailbox (an agent may
+// run several): each reads the mailbox, skips the items that leases
+// already queued will take, and queues a write only for what is left.
+// Leases queued meanwhile share the next group commit, so a busy mailbox
+// is served at several leases per commit instead of one.
+//
+// The reservation is a count, not a set of ids: each lease's transaction
+// takes at most the count it reserved, from the front of the mailbox, and
+// the transactions run one after another, so the leases in flight take
+// exactly the first `reserved` items between them (fewer if some left,
+// e.g. expired). What the transaction reads is the truth; the count only
+// decides whether a poller writes at all.
 func (b *Backend) Lease(ctx context.Context, account string, max int, now, until time.Time) ([]store.Item, error) {
-	// One lease of a mailbox at a time. A new item wakes every poller of
-	// its mailbox (an agent may run several); without the turn each of them
-	// would see the item in the read below and queue a write transaction
-	// for it, and all but one would find nothing. In turn, the later ones
-	// read after the first committed and leave without writing, and items
-	// that arrive during a lease's commit are taken together by the next.
-	turn := b.leaseTurn(account)
-	select {
-	case turn <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-turn }()
-	// Cheap read first: most polls find an empty mailbox.
-	empty := true
-	_ = b.db.View(func(tx *bbolt.Tx) error {
-		k, _ := tx.Bucket(bReady).Cursor().Seek(readyKey(account, 0))
-		empty = k == nil || !bytes.HasPrefix(k, append([]byte(account), 0))
-		return nil
-	})
-	if empty {
+	if max <= 0 {
 		return nil, nil
 	}
+	ls := b.leaseState(account)
+	ls.mu.Lock()
+	prefix := append([]byte(account), 0)
+	n, skipped := 0, 0
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bReady).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && n < max; k, _ = c.Next() {
+			if skipped < ls.reserved {
+				skipped++
+				continue
+			}
+			n++
+		}
+		return nil
+	})
+	if n == 0 {
+		// Most polls find an empty mailbox: no write. If the items seen
+		// are all reserved, their leases may have committed just before
+		// this read and not yet let go of their count: the next of them
+		// to let go wakes the mailbox's pollers, so this one tries again.
+		ls.retry = ls.retry || skipped > 0
+		ls.mu.Unlock()
+		return nil, nil
+	}
+	ls.reserved += n
+	ls.mu.Unlock()
+	defer func() {
+		ls.mu.Lock()
+		ls.reserved -= n
+		wake := ls.retry
+		ls.retry = false
+		ls.mu.Unlock()
+		if wake {
+			b.notify(account)
+		}
+	}()
 	var out []store.Item
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		out = out[:0]
-		prefix := append([]byte(account), 0)
 		c := tx.Bucket(bReady).Cursor()
 		var ids []string
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(ids) < max; k, v = c.Next() {
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(ids) < n; k, v = c.Next() {
 			ids = append(ids, string(v))
 		}
 		for _, id := range ids {
@@ -828,22 +858,33 @@ func (b *Backend) Lease(ctx context.Context, account string, max int, now, until
 		return nil
 	})
 	if err != nil {
+		// Pollers that skipped the items this lease reserved sleep until
+		// the next wake-up: the items are still there, so wake them now.
+		b.notify(account)
 		return nil, err
 	}
 	return out, nil
 }
 
-// leaseTurn returns account's lease slot (a channel of capacity one). Slots
-// are kept for the accounts that ever leased: one small channel each.
-func (b *Backend) leaseTurn(account string) chan struct{} {
+// leaseReservation is one mailbox's count of items reserved by leases that
+// are queued or committing (see Lease).
+type leaseReservation struct {
+	mu       sync.Mutex
+	reserved int
+	retry    bool // a poller found only reserved items (see Lease)
+}
+
+// leaseState returns account's reservation. They are kept for the accounts
+// that ever leased: a few words each.
+func (b *Backend) leaseState(account string) *leaseReservation {
 	b.leaseMu.Lock()
 	defer b.leaseMu.Unlock()
-	t, ok := b.leasing[account]
+	ls, ok := b.leasing[account]
 	if !ok {
-		t = make(chan struct{}, 1)
-		b.leasing[account] = t
+		ls = &leaseReservation{}
+		b.leasing[account] = ls
 	}
-	return t
+	return ls
 }
 
 // finish is the common part of Ack and Reject.
