@@ -187,7 +187,6 @@ func (s *Server) handleAccountCreate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
 	}
-	s.record(r.Context(), auditEntry{"operator", "account.created", a.ID, map[string]string{"org_number": a.OrgNumber, "types": strings.Join(a.Types, ",")}})
 	writeJSON(w, http.StatusCreated, s.toAPI(a, false))
 }
 
@@ -252,7 +251,6 @@ func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
 	}
-	s.record(r.Context(), auditEntry{"operator", "account.updated", a.ID, map[string]string{"org_number": a.OrgNumber, "types": strings.Join(a.Types, ",")}})
 	writeJSON(w, http.StatusOK, s.toAPI(a, false))
 }
 
@@ -267,7 +265,6 @@ func (s *Server) handleAccountDelete(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	s.record(r.Context(), auditEntry{"operator", "account.removed", id, nil})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -298,7 +295,6 @@ func (s *Server) handleCertAdd(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errs.New(errs.Internal, err))
 			return
 		}
-		s.record(r.Context(), auditEntry{"operator", "account.cert_added", a.ID, map[string]string{"fingerprint": pki.Fingerprint(c)}})
 	}
 	writeJSON(w, http.StatusOK, s.toAPI(a, false))
 }
@@ -329,7 +325,6 @@ func (s *Server) handleCertRemove(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
 	}
-	s.record(r.Context(), auditEntry{"operator", "account.cert_removed", a.ID, map[string]string{"fingerprint": fp}})
 	writeJSON(w, http.StatusOK, s.toAPI(a, false))
 }
 

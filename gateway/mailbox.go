@@ -97,7 +97,6 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request, account stri
 // a download request per small message.
 func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account string, items []store.Item, inline int64) {
 	out := api.MailboxResponse{Items: make([]api.MailboxItem, 0, len(items))}
-	var audits []auditEntry
 	budget := int64(maxPollInlineTotal)
 	for _, it := range items {
 		mi := api.MailboxItem{Kind: it.Kind, Routing: it.Routing, Attempt: it.Attempts, LeaseUntil: it.LeaseUntil.UTC()}
@@ -110,12 +109,9 @@ func (s *Server) answerPoll(w http.ResponseWriter, r *http.Request, account stri
 				}
 			}
 			s.met.transition(api.StateLeased, it.Routing.Type)
-			audits = append(audits, auditEntry{account, "message.leased", it.Routing.ID,
-				map[string]string{"attempt": strconv.Itoa(it.Attempts)}})
 		}
 		out.Items = append(out.Items, mi)
 	}
-	s.record(r.Context(), audits...)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Add("Vary", "Accept")
 	if acceptsMultipart(r.Header) {
@@ -332,7 +328,6 @@ func (s *Server) ack(ctx context.Context, account, id string) error {
 		s.met.transition(api.StateDelivered, it.Routing.Type)
 		s.met.latency.Observe(now.Sub(it.AcceptedAt).Seconds())
 		s.met.attempts.Observe(float64(got.Attempts))
-		s.record(ctx, auditEntry{account, "message.delivered", it.Routing.ID, map[string]string{"notice": n.ID}})
 	}
 	return nil
 }
@@ -372,7 +367,6 @@ func (s *Server) handleReject(w http.ResponseWriter, r *http.Request, account st
 	}
 	if !store.Terminal(it.State) && got.State == api.StateRejected {
 		s.met.transition(api.StateRejected, it.Routing.Type)
-		s.record(r.Context(), auditEntry{account, "message.rejected", it.Routing.ID, map[string]string{"reason": req.Reason, "notice": n.ID}})
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	attempts     prometheus.Histogram
 	released     prometheus.Counter
 	auditErrors  prometheus.Counter
+	auditShipped prometheus.Counter
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 
@@ -53,7 +54,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "kurer_gateway_lease_timeouts_total", Help: "Leases that ended without ack and returned the message to its mailbox.",
 		}),
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kurer_gateway_audit_errors_total", Help: "Audit records that could not be written.",
+			Name: "kurer_gateway_audit_errors_total", Help: "Failed attempts to ship the audit journal to the audit log (the entries stay in the journal and are retried).",
+		}),
+		auditShipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kurer_gateway_audit_records_total", Help: "Audit records shipped from the store's journal to the audit log.",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kurer_gateway_http_requests_total", Help: "HTTP requests by route and status code.",
@@ -65,7 +69,7 @@ func newMetrics(s *Server) *metrics {
 		lastSeen: map[string]int64{},
 	}
 	m.reg.MustRegister(m.transitions, m.refusals, m.authFailures, m.latency, m.attempts, m.released,
-		m.auditErrors, m.requests, m.duration,
+		m.auditErrors, m.auditShipped, m.requests, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s, m: m})
 	return m

@@ -78,6 +78,8 @@ type Server struct {
 	tlsCfg                 *tls.Config
 	ln, adminLn, metricsLn net.Listener
 
+	shipMu sync.Mutex // one audit journal shipper at a time
+
 	uploadsMu sync.Mutex
 	uploads   map[string]bool // ids with an upload in progress
 
@@ -145,7 +147,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Server, err error)
 	if o.st != nil {
 		s.st, s.q = o.st, o.q
 	} else {
-		b, err := bolt.Open(filepath.Join(cfg.DataDir, "store"), bolt.Options{})
+		b, err := bolt.Open(filepath.Join(cfg.DataDir, "store"), bolt.Options{Journal: AuditJournal})
 		if err != nil {
 			return nil, err
 		}
@@ -157,6 +159,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Server, err error)
 	}
 	cleanup = append(cleanup, s.audit.Close)
 	s.met = newMetrics(s)
+	if err := s.resumeJournal(context.Background()); err != nil {
+		return nil, fmt.Errorf("resume audit journal: %w", err)
+	}
 
 	listen := func(addr string) (net.Listener, error) {
 		ln, err := net.Listen("tcp", addr)
@@ -263,10 +268,14 @@ func (s *Server) Run(ctx context.Context) error {
 		go serve(m, s.metricsLn, false)
 	}
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.sweeper(sweepCtx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.shipper(sweepCtx)
 	}()
 	s.ready.Store(true)
 	s.log.Info("gateway started", "addr", s.Addr().String(), "admin", fmt.Sprint(s.AdminAddr()), "metrics", fmt.Sprint(s.MetricsAddr()))
@@ -304,35 +313,16 @@ func (s *Server) Close() error {
 				_ = ln.Close()
 			}
 		}
-		s.closeErr = errors.Join(s.st.Close(), s.audit.Close())
+		// What the last changes put into the journal goes to the log
+		// now; anything left (a failure) is shipped at the next start.
+		shipErr := s.shipAudit(context.Background())
+		if shipErr != nil {
+			shipErr = fmt.Errorf("ship audit journal: %w", shipErr)
+		}
+		s.closeErr = errors.Join(shipErr, s.st.Close(), s.audit.Close())
 	})
 	return s.closeErr
 }
-
-// record appends audit records with one AppendBatch (one write and fsync
-// for all) and logs a failure; the state change itself is already durable.
-func (s *Server) record(ctx context.Context, entries ...auditEntry) {
-	if len(entries) == 0 {
-		return
-	}
-	batch := make([]audit.Entry, len(entries))
-	for i, e := range entries {
-		batch[i] = audit.Entry(e)
-	}
-	if _, err := s.audit.AppendBatch(context.WithoutCancel(ctx), batch); err != nil {
-		s.met.auditErrors.Inc()
-		actions := make([]string, len(entries))
-		subjects := make([]string, len(entries))
-		for i, e := range entries {
-			actions[i], subjects[i] = e.Action, e.Subject
-		}
-		s.log.Error("audit append failed", "actions", actions, "subjects", subjects, "err", err)
-	}
-}
-
-// auditEntry is what handlers pass to record (a local type, so that its
-// literals may leave out the field names).
-type auditEntry audit.Entry
 
 // operatorOK reports whether token is the operator credential.
 func (s *Server) operatorOK(token string) bool {

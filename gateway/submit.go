@@ -384,8 +384,6 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, rt api.Routing, 
 		return
 	}
 	s.met.transition(api.StateAccepted, rt.Type)
-	s.record(r.Context(), auditEntry{rt.From, "message.accepted", rt.ID,
-		map[string]string{"to": rt.To, "type": rt.Type, "size": strconv.FormatInt(rt.Size, 10), "digest": rt.Digest}})
 	writeJSON(w, http.StatusCreated, api.SubmitResponse{ID: rt.ID, State: api.StateAccepted, Receipt: got.Receipt})
 }
 

@@ -64,7 +64,6 @@ func (s *Server) sweep(ctx context.Context) {
 			s.log.Error("purge records", "err", err)
 		} else if n > 0 {
 			s.log.Info("purged message records", "count", n)
-			s.record(ctx, auditEntry{"gateway", "records.purged", "", map[string]string{"count": strconv.Itoa(n)}})
 		}
 	}
 	s.tokens.sweep(now.Add(-10 * time.Minute))
@@ -89,8 +88,6 @@ func (s *Server) endLease(ctx context.Context, it store.Item, now time.Time) {
 		s.met.transition(api.StateDeadLettered, it.Routing.Type)
 		s.met.attempts.Observe(float64(it.Attempts))
 		s.log.Warn("message dead-lettered", "id", it.Routing.ID, "attempts", it.Attempts)
-		s.record(ctx, auditEntry{"gateway", "message.dead_lettered", it.Routing.ID,
-			map[string]string{"attempts": strconv.Itoa(it.Attempts), "notice": n.ID}})
 		return
 	}
 	err := s.q.Release(ctx, it.Routing.ID, it.LeaseUntil, now)
@@ -103,8 +100,6 @@ func (s *Server) endLease(ctx context.Context, it store.Item, now time.Time) {
 	}
 	if it.Kind == api.KindMessage {
 		s.met.released.Inc()
-		s.record(ctx, auditEntry{"gateway", "message.lease_expired", it.Routing.ID,
-			map[string]string{"attempt": strconv.Itoa(it.Attempts)}})
 	}
 }
 
@@ -123,5 +118,4 @@ func (s *Server) expire(ctx context.Context, it store.Item, now time.Time) {
 		return
 	}
 	s.met.transition(api.StateExpired, it.Routing.Type)
-	s.record(ctx, auditEntry{"gateway", "message.expired", it.Routing.ID, map[string]string{"notice": n.ID}})
 }

@@ -13,6 +13,12 @@
 //     and the notice it produces for the sender commit together or not at all.
 //   - A method returns only once its change is durable (fsynced).
 //   - States move forward only (accepted <-> leased, then one terminal state).
+//   - Every change of the system of record commits with its audit entries:
+//     the backend reports it as a Change to its JournalFunc inside the
+//     change's transaction and keeps what that returns in its audit journal
+//     (a transactional outbox), from which the gateway ships the entries to
+//     the hash-chained audit log. No change is durable without its audit
+//     entries, and no entry exists for a change that did not commit.
 //
 // Notices are signed by the gateway before a transition is attempted and
 // handed in; a Queue never signs anything. If the transition's precondition
@@ -158,6 +164,59 @@ type MailboxStat struct {
 	Oldest  time.Time // acceptance time of the oldest such item
 }
 
+// ChangeOp names a kind of committed change.
+type ChangeOp string
+
+// The changes a backend reports to its JournalFunc.
+const (
+	ChangeAccepted     ChangeOp = "accepted"      // Accept stored a new message
+	ChangeLeased       ChangeOp = "leased"        // Lease took a message (one change each)
+	ChangeDelivered    ChangeOp = "delivered"     // Ack moved a message to delivered
+	ChangeRejected     ChangeOp = "rejected"      // Reject moved a message to rejected
+	ChangeReleased     ChangeOp = "released"      // Release put a message back after its lease ended
+	ChangeDeadLettered ChangeOp = "dead_lettered" // DeadLetter
+	ChangeExpired      ChangeOp = "expired"       // Expire
+	ChangeAccountPut   ChangeOp = "account_put"   // PutAccount
+	ChangeAccountGone  ChangeOp = "account_gone"  // DeleteAccount
+	ChangePurged       ChangeOp = "purged"        // Purge removed records
+)
+
+// Change describes one committed change. Message changes set Item (the
+// message after the change) and, when the change put one into the
+// sender's mailbox, Notice; ChangeRejected sets Reason (the code, without
+// the detail). Catalog changes set Before (nil for a new account) and After
+// (nil once removed). ChangePurged sets Count. Acks of notices, uploads and
+// assertion ids are not reported: they are not state changes of a message
+// or of the catalog.
+type Change struct {
+	Op            ChangeOp
+	Item          Item
+	Notice        *Notice
+	Reason        string
+	Before, After *Account
+	Count         int
+}
+
+// AuditEntry is one audit record as the journal keeps it; the audit log
+// adds its sequence number, time and hash chain when it is shipped there.
+type AuditEntry struct {
+	Actor, Action, Subject string
+	Attrs                  map[string]string
+}
+
+// JournalFunc names the audit entries of a change. A backend calls it
+// inside the change's transaction and commits what it returns together
+// with the change. It must be quick, deterministic and must not call the
+// backend; a backend opened without one keeps no journal.
+type JournalFunc func(Change) []AuditEntry
+
+// JournalEntry is an audit entry waiting in the journal. Seq orders the
+// entries in commit order; it only grows, also across drops and reopens.
+type JournalEntry struct {
+	Seq uint64
+	AuditEntry
+}
+
 // Store is the system of record.
 type Store interface {
 	// PutAccount creates or replaces an account.
@@ -199,6 +258,13 @@ type Store interface {
 	// Purge removes the records of messages terminal before cutoff, up to
 	// limit; it returns how many it removed.
 	Purge(ctx context.Context, cutoff time.Time, limit int) (int, error)
+
+	// Journal returns up to max audit journal entries, oldest first.
+	Journal(ctx context.Context, max int) ([]JournalEntry, error)
+	// DropJournal removes the journal's entries up to and including
+	// through, once they are shipped; entries committed later get
+	// positions above through.
+	DropJournal(ctx context.Context, through uint64) error
 
 	Close() error
 }

@@ -295,7 +295,7 @@ func (l *Log) Append(ctx context.Context, actor, action, subject string, attrs m
 // write and one fsync, and returns them once they are durable. It is
 // Append for several entries at once, with the same rules, and all or
 // nothing: if any entry is invalid or too large nothing is appended and
-// the error names the entry. Entries' attrs are copied. An empty batch
+// the error is an *EntryError naming the entry. Entries' attrs are copied. An empty batch
 // appends nothing and returns nil, nil.
 func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Record, error) {
 	if len(entries) == 0 {
@@ -303,7 +303,7 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Record, error
 	}
 	for i, e := range entries {
 		if err := validate(e.Actor, e.Action, e.Subject, e.Attrs); err != nil {
-			return nil, fmt.Errorf("audit entry %d: %w", i, err)
+			return nil, &EntryError{Index: i, Err: err}
 		}
 	}
 	req := &request{entries: entries, done: make(chan struct{})}
@@ -317,7 +317,7 @@ func (l *Log) AppendBatch(ctx context.Context, entries []Entry) ([]Record, error
 	}
 	if err := l.send(ctx, req); err != nil {
 		if req.bad >= 0 {
-			return nil, fmt.Errorf("audit entry %d: %w", req.bad, err)
+			return nil, &EntryError{Index: req.bad, Err: err}
 		}
 		return nil, err
 	}
@@ -353,6 +353,44 @@ func cloneAttrs(attrs map[string]string) map[string]string {
 		return nil
 	}
 	return maps.Clone(attrs)
+}
+
+// Tail returns up to the last n durable records, oldest first. It reads
+// at most n*MaxRecordSize bytes from the end of the file, whatever its
+// size. A line being written concurrently is left out.
+func (l *Log) Tail(n int) ([]Record, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	st, err := l.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("audit tail: %w", err)
+	}
+	size := st.Size()
+	start := max(size-int64(n)*MaxRecordSize, 0)
+	buf := make([]byte, size-start)
+	if _, err := l.f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("audit tail: %w", err)
+	}
+	buf = buf[:bytes.LastIndexByte(buf, '\n')+1] // whole lines only
+	if start > 0 {
+		// The window may begin inside a line: skip to the next one.
+		buf = buf[bytes.IndexByte(buf, '\n')+1:]
+	}
+	var out []Record
+	for len(buf) > 0 {
+		i := bytes.IndexByte(buf, '\n')
+		r, err := parseLine(buf[:i])
+		if err != nil {
+			return nil, fmt.Errorf("%w: record near the end: %v", ErrTampered, err)
+		}
+		out = append(out, r)
+		buf = buf[i+1:]
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out, nil
 }
 
 // Last returns the seq and hash of the last durable record (0 and Genesis

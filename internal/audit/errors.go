@@ -1,6 +1,9 @@
 package audit
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+)
 
 // Sentinel errors. Verify and Open wrap them with the details.
 var (
@@ -19,3 +22,16 @@ var (
 	// ErrLocked means another process (or Log) has the file open.
 	ErrLocked = errors.New("audit log is in use by another process")
 )
+
+// EntryError is AppendBatch's error for an entry it cannot record (invalid
+// or too large); nothing of the batch was appended.
+type EntryError struct {
+	Index int // the entry's index in the batch
+	Err   error
+}
+
+func (e *EntryError) Error() string {
+	return "audit entry " + strconv.Itoa(e.Index) + ": " + e.Err.Error()
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }

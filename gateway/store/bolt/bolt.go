@@ -46,6 +46,7 @@ var (
 	bExpiry   = []byte("expiry")   // expires|id -> nil (non-terminal messages)
 	bDone     = []byte("done")     // terminalAt|id -> nil
 	bCounts   = []byte("counts")   // state 0x00 type -> count (8 bytes)
+	bJournal  = []byte("journal")  // seq -> json audit entry, until shipped
 )
 
 // Interface guards.
@@ -74,6 +75,8 @@ type Backend struct {
 	acctMu  sync.RWMutex
 	acct    map[string]store.Account
 	acctGen uint64
+
+	journalFn store.JournalFunc
 }
 
 // Options tune Open.
@@ -83,6 +86,9 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch: most updates per group commit. Default 256.
 	MaxBatch int
+	// Journal names the audit entries of each change; they commit with
+	// it (store.JournalFunc). Nil: no journal.
+	Journal store.JournalFunc
 }
 
 // Open opens (creating) the backend in dir: dir/gateway.db, dir/partial,
@@ -96,6 +102,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		sig:        map[string]chan struct{}{},
 		leasing:    map[string]*leaseReservation{},
 		acct:       map[string]store.Account{},
+		journalFn:  o.Journal,
 	}
 	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -112,7 +119,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		Linger:      time.Millisecond,
 		LingerBatch: 32,
 		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems),
-			string(bPayloads), string(bInline), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts)},
+			string(bPayloads), string(bInline), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts), string(bJournal)},
 	})
 	if err != nil {
 		return nil, err
@@ -365,6 +372,78 @@ func addNotice(tx *bbolt.Tx, m *record, n *store.Notice, now time.Time) error {
 	return enqueue(tx, r)
 }
 
+// ---- audit journal ----
+
+// journal commits c's audit entries in tx (see store.JournalFunc).
+func (b *Backend) journal(tx *bbolt.Tx, c store.Change) error {
+	if b.journalFn == nil {
+		return nil
+	}
+	bk := tx.Bucket(bJournal)
+	for _, e := range b.journalFn(c) {
+		v, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode audit entry: %w", err)
+		}
+		seq, err := bk.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := bk.Put(u64(seq), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// journalMessage reports a change of message r (notices are not reported).
+func (b *Backend) journalMessage(tx *bbolt.Tx, op store.ChangeOp, r *record, n *store.Notice, reason string) error {
+	if r.Kind != api.KindMessage {
+		return nil
+	}
+	return b.journal(tx, store.Change{Op: op, Item: r.Item, Notice: n, Reason: reason})
+}
+
+// Journal implements store.Store.
+func (b *Backend) Journal(_ context.Context, max int) ([]store.JournalEntry, error) {
+	var out []store.JournalEntry
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bJournal).Cursor()
+		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+			if len(k) != 8 {
+				return fmt.Errorf("journal: bad key")
+			}
+			e := store.JournalEntry{Seq: binary.BigEndian.Uint64(k)}
+			if err := json.Unmarshal(v, &e.AuditEntry); err != nil {
+				return fmt.Errorf("journal entry %d: %w", e.Seq, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DropJournal implements store.Store.
+func (b *Backend) DropJournal(ctx context.Context, through uint64) error {
+	return b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		bk := tx.Bucket(bJournal)
+		c := bk.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= through; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		// Positions at or below through are taken (the audit log may
+		// hold them even if this journal never did, e.g. after the store
+		// was recreated): later entries get higher ones.
+		if bk.Sequence() < through {
+			return bk.SetSequence(through)
+		}
+		return nil
+	})
+}
+
 // ---- catalog ----
 
 // PutAccount implements store.Store.
@@ -374,7 +453,20 @@ func (b *Backend) PutAccount(ctx context.Context, a store.Account) error {
 		return err
 	}
 	err = b.db.Update(ctx, func(tx *bbolt.Tx) error {
-		return tx.Bucket(bAccounts).Put([]byte(a.ID), v)
+		bk := tx.Bucket(bAccounts)
+		var before *store.Account
+		if old := bk.Get([]byte(a.ID)); old != nil && b.journalFn != nil {
+			var rec accountRec
+			if err := json.Unmarshal(old, &rec); err != nil {
+				return fmt.Errorf("account %s: %w", a.ID, err)
+			}
+			before = (*store.Account)(&rec)
+		}
+		if err := bk.Put([]byte(a.ID), v); err != nil {
+			return err
+		}
+		after := cloneAccount(a)
+		return b.journal(tx, store.Change{Op: store.ChangeAccountPut, Before: before, After: &after})
 	})
 	// The cache entry is dropped, not replaced: the next read loads what
 	// committed last, even if two writes of id finish out of order. On
@@ -453,10 +545,18 @@ func (b *Backend) Accounts(context.Context) ([]store.Account, error) {
 func (b *Backend) DeleteAccount(ctx context.Context, id string) error {
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		bk := tx.Bucket(bAccounts)
-		if bk.Get([]byte(id)) == nil {
+		old := bk.Get([]byte(id))
+		if old == nil {
 			return store.ErrNotFound
 		}
-		return bk.Delete([]byte(id))
+		var rec accountRec
+		if err := json.Unmarshal(old, &rec); err != nil {
+			return fmt.Errorf("account %s: %w", id, err)
+		}
+		if err := bk.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return b.journal(tx, store.Change{Op: store.ChangeAccountGone, Before: (*store.Account)(&rec)})
 	})
 	// Forget id whatever the outcome: on success it is gone, and on
 	// failure the cache only loses an entry it can read again.
@@ -603,9 +703,11 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		}
 		stored = r
 		if r.Inline {
-			return tx.Bucket(bInline).Put(u64(r.Seq), p.Inline)
+			if err := tx.Bucket(bInline).Put(u64(r.Seq), p.Inline); err != nil {
+				return err
+			}
 		}
-		return nil
+		return b.journalMessage(tx, store.ChangeAccepted, r, nil, "")
 	})
 	if err != nil {
 		if dst != "" {
@@ -766,7 +868,10 @@ func (b *Backend) Purge(ctx context.Context, cutoff time.Time, limit int) (int, 
 			}
 			n++
 		}
-		return nil
+		if n == 0 {
+			return nil
+		}
+		return b.journal(tx, store.Change{Op: store.ChangePurged, Count: n})
 	})
 	return n, err
 }
@@ -853,6 +958,9 @@ func (b *Backend) Lease(ctx context.Context, account string, max int, now, until
 			if err := putRec(tx, r); err != nil {
 				return err
 			}
+			if err := b.journalMessage(tx, store.ChangeLeased, r, nil, ""); err != nil {
+				return err
+			}
 			out = append(out, r.Item)
 		}
 		return nil
@@ -888,7 +996,7 @@ func (b *Backend) leaseState(account string) *leaseReservation {
 }
 
 // finish is the common part of Ack and Reject.
-func (b *Backend) finish(ctx context.Context, account, id string, now time.Time, state, reason string, n *store.Notice) (store.Item, error) {
+func (b *Backend) finish(ctx context.Context, account, id string, now time.Time, state, code, reason string, n *store.Notice) (store.Item, error) {
 	var (
 		out     store.Item
 		changed bool
@@ -927,7 +1035,14 @@ func (b *Backend) finish(ctx context.Context, account, id string, now time.Time,
 			return err
 		}
 		out, changed, spool = r.Item, true, r.Spool
-		return putRec(tx, r)
+		if err := putRec(tx, r); err != nil {
+			return err
+		}
+		op := store.ChangeDelivered
+		if state == api.StateRejected {
+			op = store.ChangeRejected
+		}
+		return b.journalMessage(tx, op, r, n, code)
 	})
 	if err != nil {
 		return store.Item{}, err
@@ -949,15 +1064,16 @@ func (b *Backend) afterTerminal(id string, spool bool) {
 
 // Ack implements store.Queue.
 func (b *Backend) Ack(ctx context.Context, account, id string, now time.Time, n *store.Notice) (store.Item, error) {
-	return b.finish(ctx, account, id, now, api.StateDelivered, "", n)
+	return b.finish(ctx, account, id, now, api.StateDelivered, "", "", n)
 }
 
 // Reject implements store.Queue.
 func (b *Backend) Reject(ctx context.Context, account, id string, now time.Time, reason, detail string, n *store.Notice) (store.Item, error) {
+	code := reason
 	if detail != "" {
 		reason = reason + ": " + detail
 	}
-	return b.finish(ctx, account, id, now, api.StateRejected, reason, n)
+	return b.finish(ctx, account, id, now, api.StateRejected, code, reason, n)
 }
 
 // DueLeases implements store.Queue.
@@ -1005,7 +1121,10 @@ func (b *Backend) Release(ctx context.Context, id string, leaseUntil, now time.T
 			return err
 		}
 		owner = r.Owner
-		return putRec(tx, r)
+		if err := putRec(tx, r); err != nil {
+			return err
+		}
+		return b.journalMessage(tx, store.ChangeReleased, r, nil, "")
 	})
 	if err == nil {
 		b.notify(owner)
@@ -1034,7 +1153,10 @@ func (b *Backend) DeadLetter(ctx context.Context, id string, leaseUntil, now tim
 			return err
 		}
 		sender, spool = r.Routing.From, r.Spool
-		return putRec(tx, r)
+		if err := putRec(tx, r); err != nil {
+			return err
+		}
+		return b.journalMessage(tx, store.ChangeDeadLettered, r, n, "")
 	})
 	if err == nil {
 		b.afterTerminal(id, spool)
@@ -1064,7 +1186,10 @@ func (b *Backend) Expire(ctx context.Context, id string, now time.Time, n *store
 			return err
 		}
 		sender, spool = r.Routing.From, r.Spool
-		return putRec(tx, r)
+		if err := putRec(tx, r); err != nil {
+			return err
+		}
+		return b.journalMessage(tx, store.ChangeExpired, r, n, "")
 	})
 	if err == nil {
 		b.afterTerminal(id, spool)

@@ -26,9 +26,10 @@ type Backend interface {
 	store.Queue
 }
 
-// Opener opens a backend on dir. Opening dir again after Close must see
-// everything committed before.
-type Opener func(tb testing.TB, dir string) Backend
+// Opener opens a backend on dir with journal as its JournalFunc (nil: no
+// journal). Opening dir again after Close must see everything committed
+// before.
+type Opener func(tb testing.TB, dir string, journal store.JournalFunc) Backend
 
 // Run runs the suite.
 func Run(t *testing.T, open Opener) {
@@ -49,6 +50,9 @@ func Run(t *testing.T, open Opener) {
 		{"ReopenKeepsInFlight", testReopen},
 		{"CountsAndPurge", testCounts},
 		{"Uploads", testUploads},
+		{"JournalRecordsChanges", testJournal},
+		{"JournalOnlyCommitted", testJournalOnlyCommitted},
+		{"JournalDropAndReopen", testJournalDrop},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
@@ -60,7 +64,7 @@ var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 func openT(t *testing.T, open Opener) (Backend, string) {
 	t.Helper()
 	dir := t.TempDir()
-	b := open(t, dir)
+	b := open(t, dir, nil)
 	t.Cleanup(func() { _ = b.Close() })
 	return b, dir
 }
@@ -410,7 +414,7 @@ func testWait(t *testing.T, open Opener) {
 func testReopen(t *testing.T, open Opener) {
 	dir := t.TempDir()
 	ctx := t.Context()
-	b := open(t, dir)
+	b := open(t, dir, nil)
 	leased := mustAccept(t, b, Message("s", "r", t0.Add(time.Hour), t0))
 	queued := mustAccept(t, b, Message("s", "r", t0.Add(time.Hour), t0.Add(1)))
 	big := Message("s", "r", t0.Add(time.Hour), t0.Add(2))
@@ -439,7 +443,7 @@ func testReopen(t *testing.T, open Opener) {
 	stray := filepath.Join(dir, "payloads", uuid.NewString())
 	_ = os.WriteFile(stray, []byte("x"), 0o600)
 
-	b = open(t, dir)
+	b = open(t, dir, nil)
 	defer b.Close()
 	due, _ := b.DueLeases(ctx, until, 10)
 	if len(due) != 1 || due[0].Routing.ID != leased.Routing.ID {
