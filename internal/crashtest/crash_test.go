@@ -111,6 +111,7 @@ func TestCrashSuite(t *testing.T) {
 		t.Fatalf("only %d of %d kills happened before the deadline", kills, killsEach*len(nw.allProc))
 	}
 	res := nw.settle(ctx, msgs, time.Until(deadline(ctx)))
+	nw.checkGatewayAudit(msgs, res)
 	for i, p := range res.problems {
 		if i == 20 {
 			t.Logf("... %d more", len(res.problems)-20)

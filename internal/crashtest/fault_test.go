@@ -130,6 +130,7 @@ func TestCrashFaults(t *testing.T) {
 
 	all := append(msgs, big)
 	res := nw.settle(ctx, all, time.Until(deadline(ctx)))
+	nw.checkGatewayAudit(all, res)
 	up, _ := proxyBytes(proxies[0])
 	_, down := proxyBytes(proxies[1])
 	t.Logf("large file %d bytes: agent->gateway %d bytes (%.2fx), gateway->agent %d bytes (%.2fx)",

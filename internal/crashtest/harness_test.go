@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/gateway/api"
 	gwclient "github.com/kurer/kurer/gateway/client"
+	"github.com/kurer/kurer/internal/audit"
 	"github.com/kurer/kurer/internal/errs"
 
 	// The processes run the kurer binary built in TestMain; importing the
@@ -537,16 +539,67 @@ func (nw *netw) send(ctx context.Context, m *msg) error {
 // result is the final verdict.
 type result struct {
 	lost, duplicated, corrupted, unfinished int
-	problems                                []string
+	// auditBad counts messages whose gateway audit trail is not exactly
+	// one accepted and one delivered record, and broken chains.
+	auditBad int
+	problems []string
 }
 
 func (r *result) line(kills, messages int) string {
-	return fmt.Sprintf("lost=%d duplicated=%d corrupted=%d unfinished=%d kills=%d messages=%d",
-		r.lost, r.duplicated, r.corrupted, r.unfinished, kills, messages)
+	return fmt.Sprintf("lost=%d duplicated=%d corrupted=%d unfinished=%d audit_bad=%d kills=%d messages=%d",
+		r.lost, r.duplicated, r.corrupted, r.unfinished, r.auditBad, kills, messages)
 }
 
 func (r *result) ok() bool {
-	return r.lost+r.duplicated+r.corrupted+r.unfinished == 0
+	return r.lost+r.duplicated+r.corrupted+r.unfinished+r.auditBad == 0
+}
+
+// checkGatewayAudit stops the gateway (a clean stop ships the rest of its
+// audit journal) and checks its audit log: the chain verifies, every
+// record carries its journal position once, in order, and each message has
+// exactly one accepted and one delivered record, however often the
+// gateway was killed between a change and its shipping.
+func (nw *netw) checkGatewayAudit(msgs []*msg, res *result) {
+	nw.gw.stop()
+	path := filepath.Join(nw.dir, "gateway", "data", "audit.log")
+	bad := func(format string, args ...any) {
+		res.auditBad++
+		res.problems = append(res.problems, "gateway audit: "+fmt.Sprintf(format, args...))
+	}
+	if rep, err := audit.Verify(path); err != nil {
+		bad("verify: %v (%+v)", err, rep)
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		bad("%v", err)
+		return
+	}
+	count := map[string]int{}
+	var last uint64
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		var r audit.Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			bad("record: %v", err)
+			return
+		}
+		if r.Action == "audit.repaired" { // a torn line cut off after a kill
+			continue
+		}
+		pos, err := strconv.ParseUint(r.Attrs["journal"], 10, 64)
+		if err != nil || pos <= last {
+			bad("record %d (%s): journal position %q after %d", r.Seq, r.Action, r.Attrs["journal"], last)
+		}
+		last = pos
+		count[r.Action+" "+r.Subject]++
+	}
+	for _, m := range msgs {
+		for _, action := range []string{"message.accepted", "message.delivered"} {
+			if n := count[action+" "+m.id]; n != 1 {
+				bad("%s: %d %s records, want 1", m.id, n, action)
+			}
+		}
+	}
 }
 
 // settle waits (bounded by d) until every sender reports received or
