@@ -28,9 +28,10 @@ import (
 //
 //	go test -run '^$' -bench SubmitDeliverAck -benchtime 6000x ./gateway/
 //
-// KURER_BENCH_WORKERS sets the workers per side (default 16),
-// KURER_BENCH_RATE paces the senders at that many messages/s (default: as
-// fast as they go), for the p99 accept latency at a given load.
+// KURER_BENCH_WORKERS sets the workers per side (default 16: sending
+// clients, and receiving pollers), KURER_BENCH_RATE sends that many
+// messages/s in an open loop (default: a closed loop, as fast as the
+// gateway takes them), for the p99 accept latency at a given load.
 func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := gatewaytest.New(b, nil)
 	// The runtime settings `kurer gateway serve` makes, unless the
@@ -122,38 +123,58 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	b.ResetTimer()
 	ws0, _ := e.Srv.StoreStats()
 	start, cpu0 := time.Now(), processCPU()
-	for w, c := range clients {
-		from := senders[w%len(senders)]
-		wg.Add(1)
-		// The digest of the (same) body once per worker: an agent computes
-		// it while sealing, on its own machine.
-		tmpl := e.Routing(from, "bergen", body)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > total {
-					return
+	tmpls := make([]api.Routing, len(clients))
+	for w := range clients {
+		// The digest of the (same) body once per client: an agent
+		// computes it while sealing, on its own machine.
+		tmpls[w] = e.Routing(senders[w%len(senders)], "bergen", body)
+	}
+	submit := func(w int, t0 time.Time) bool {
+		r := tmpls[w]
+		r.ID = uuid.Must(uuid.NewV7()).String() // as agents make them
+		if _, err := clients[w].Submit(ctx, r, bytes.NewReader(body)); err != nil {
+			b.Error(err)
+			return false
+		}
+		d := time.Since(t0)
+		mu.Lock()
+		lats = append(lats, d)
+		mu.Unlock()
+		return true
+	}
+	if rate > 0 {
+		// Open loop, as many agents send: message i is sent when it is
+		// due (start + i/rate) whether or not earlier ones have been
+		// answered, and its latency counts from then. A closed loop of
+		// a few senders would stop sending during a stall of the disk
+		// and then catch up only as fast as those few can, which
+		// measures the load generator, not the gateway.
+		sem := make(chan struct{}, maxInFlight)
+		for i := range total {
+			t0 := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			time.Sleep(time.Until(t0))
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				submit(int(i)%len(clients), t0)
+			}()
+		}
+	} else {
+		// Closed loop: each sender submits its next message when the
+		// last one is answered, as fast as the gateway takes them.
+		for w := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= total {
+					if !submit(w, time.Now()) {
+						return
+					}
 				}
-				r := tmpl
-				r.ID = uuid.Must(uuid.NewV7()).String() // as agents make them
-				t0 := time.Now()
-				if rate > 0 {
-					// Message i is due at start + i/rate; its latency counts
-					// from then, so a sender that falls behind shows it.
-					t0 = start.Add(time.Duration(float64(i-1) / rate * float64(time.Second)))
-					time.Sleep(time.Until(t0))
-				}
-				if _, err := c.Submit(ctx, r, bytes.NewReader(body)); err != nil {
-					b.Error(err)
-					return
-				}
-				d := time.Since(t0)
-				mu.Lock()
-				lats = append(lats, d)
-				mu.Unlock()
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	select {
@@ -186,6 +207,11 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 func createTemp(dir string) (*os.File, error) { return os.CreateTemp(dir, "dl") }
 
 func sortDurations(d []time.Duration) { slices.Sort(d) }
+
+// maxInFlight bounds the submits in flight in the open-loop (paced) mode:
+// far above what a paced run needs, it only keeps a gateway that stopped
+// answering from growing the load generator without bound.
+const maxInFlight = 1024
 
 // benchRate is the offered load in messages/s (KURER_BENCH_RATE; default
 // 0: as fast as the senders go). With a rate, the senders pace the
