@@ -22,7 +22,7 @@ import (
 // attribute journalAttr. A crash between the two leaves entries in the
 // journal that the log may already hold; at start the gateway reads the
 // log's last journal position and drops what is at or below it, so each
-// entry is recorded exactly once. See docs/decisions/2026-12-02-audit-journal.md.
+// entry is recorded exactly once. See docs/decisions/2026-12-02-gateway-2000.md.
 
 // journalAttr is the audit record attribute holding the journal position.
 const journalAttr = "journal"
