@@ -42,6 +42,9 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(gateway.DefaultMaxProcs()))
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(gateway.DefaultMemoryLimit))
+	}
 	senders := []string{"oslo", "trondheim"}
 	body := gatewaytest.RandBytes(10 << 10)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -43,6 +43,23 @@ func TestConfigGCPercent(t *testing.T) {
 	}
 }
 
+func TestConfigMemoryLimit(t *testing.T) {
+	c := validConfig()
+	if err := c.Validate(); err != nil || c.MemoryLimit != DefaultMemoryLimit {
+		t.Fatalf("default: %v, MemoryLimit %d", err, c.MemoryLimit)
+	}
+	c = validConfig()
+	c.MemoryLimit = 256 << 20
+	if err := c.Validate(); err != nil || c.MemoryLimit != 256<<20 {
+		t.Fatalf("set: %v, MemoryLimit %d", err, c.MemoryLimit)
+	}
+	c = validConfig()
+	c.MemoryLimit = 1 << 20
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "memory_limit") {
+		t.Fatalf("1MiB: %v, want a memory_limit error", err)
+	}
+}
+
 func TestConfigMaxProcs(t *testing.T) {
 	c := validConfig()
 	if err := c.Validate(); err != nil || c.MaxProcs != DefaultMaxProcs() || c.MaxProcs < 4 {

@@ -118,12 +118,15 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 	if os.Getenv("GOMAXPROCS") == "" { // and GOMAXPROCS
 		runtime.GOMAXPROCS(cfg.MaxProcs)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" { // and GOMEMLIMIT
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	}
 	srv, err := gateway.New(cfg, logger)
 	if err != nil {
 		return fmt.Errorf("start gateway: %w", err)
 	}
 	logger.Info("gateway listening", "addr", srv.Addr().String(), "admin", addrString(srv.AdminAddr()), "metrics", addrString(srv.MetricsAddr()), "dev", cfg.Dev,
-		"gomaxprocs", runtime.GOMAXPROCS(0), "gc_percent", gcPercent())
+		"gomaxprocs", runtime.GOMAXPROCS(0), "gc_percent", gcPercent(), "memory_limit", debug.SetMemoryLimit(-1))
 	if err := srv.Run(cmd.Context()); err != nil && !errors.Is(err, cmd.Context().Err()) {
 		return fmt.Errorf("gateway: %w", err)
 	}
