@@ -125,7 +125,9 @@ func derFingerprint(der []byte) string {
 // resumeJournal makes the journal agree with the audit log after a start:
 // entries the log already holds (shipped, then a crash before they were
 // dropped) are dropped, and what is left is shipped before the gateway
-// serves.
+// serves. A store that cannot drop them is an error (the gateway would
+// record them twice); a log that cannot take the rest now is logged, and
+// the shipper keeps trying, as it does while the gateway runs.
 func (s *Server) resumeJournal(ctx context.Context) error {
 	tail, err := s.audit.Tail(16)
 	if err != nil {
@@ -145,7 +147,11 @@ func (s *Server) resumeJournal(ctx context.Context) error {
 		}
 		break
 	}
-	return s.shipAudit(ctx)
+	if err := s.shipAudit(ctx); err != nil {
+		s.met.auditErrors.Inc()
+		s.log.Error("audit shipping failed at start; entries stay in the journal", "err", err)
+	}
+	return nil
 }
 
 // shipper moves journal entries to the audit log every defaultShipInterval until

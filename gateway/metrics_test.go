@@ -53,4 +53,16 @@ func TestMetricsByValue(t *testing.T) {
 	if _, ok := m["kurer_gateway_store_writer_busy_seconds_total"]; !ok {
 		t.Error("no store writer busy time")
 	}
+	// The audit records shipped: 3 accounts created, 2 accepted, 2
+	// leased, 1 delivered.
+	if err := e.Srv.FlushAudit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m = metricstest.Scrape(t, "http://"+e.Srv.MetricsAddr().String())
+	if got := m["kurer_gateway_audit_records_total"]; got != 8 {
+		t.Errorf("kurer_gateway_audit_records_total = %v, want 8", got)
+	}
+	if got, ok := m["kurer_gateway_audit_errors_total"]; !ok || got != 0 {
+		t.Errorf("kurer_gateway_audit_errors_total = %v (present %v), want 0", got, ok)
+	}
 }
