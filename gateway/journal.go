@@ -154,8 +154,8 @@ func (s *Server) resumeJournal(ctx context.Context) error {
 	return nil
 }
 
-// shipper moves journal entries to the audit log every defaultShipInterval until
-// ctx ends, then once more for what the last requests committed.
+// shipper moves journal entries to the audit log every defaultShipInterval
+// until ctx ends; Close ships what the last requests committed.
 func (s *Server) shipper(ctx context.Context) {
 	t := time.NewTicker(defaultShipInterval)
 	defer t.Stop()
