@@ -165,6 +165,10 @@ func (d *DB) Stats() Stats {
 	return Stats{Commits: d.commits.Load(), Updates: d.updates.Load(), Busy: time.Duration(d.busy.Load())}
 }
 
+// Queued returns how many updates wait for the writer (not counting the
+// batch it is running).
+func (d *DB) Queued() int { return len(d.reqs) }
+
 // View runs fn in a read-only transaction. Bytes read must be copied if they
 // outlive fn.
 func (d *DB) View(fn func(*bolt.Tx) error) error {

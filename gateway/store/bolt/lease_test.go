@@ -104,7 +104,13 @@ func TestLeasesShareCommit(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond) // let both requests reach the writer's queue
+	for deadline := time.Now().Add(10 * time.Second); b.db.Queued() < 2; {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d lease writes queued with the writer held, want 2", b.db.Queued())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	close(release)
 	for range got {
 		if err := <-errc; err != nil {
