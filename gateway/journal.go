@@ -180,8 +180,12 @@ func (s *Server) shipAudit(ctx context.Context) error {
 	defer s.shipMu.Unlock()
 	for {
 		ents, err := s.st.Journal(ctx, shipBatch)
-		if err != nil || len(ents) == 0 {
+		if err != nil {
 			return err
+		}
+		if len(ents) == 0 {
+			s.met.auditCurrent.SetToCurrentTime()
+			return nil
 		}
 		batch := make([]audit.Entry, len(ents))
 		for i, e := range ents {
@@ -211,6 +215,7 @@ func (s *Server) shipAudit(ctx context.Context) error {
 		}
 		s.met.auditShipped.Add(float64(len(ents)))
 		if len(ents) < shipBatch {
+			s.met.auditCurrent.SetToCurrentTime()
 			return nil
 		}
 	}

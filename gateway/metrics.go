@@ -23,6 +23,7 @@ type metrics struct {
 	released     prometheus.Counter
 	auditErrors  prometheus.Counter
 	auditShipped prometheus.Counter
+	auditCurrent prometheus.Gauge
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 
@@ -59,6 +60,9 @@ func newMetrics(s *Server) *metrics {
 		auditShipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kurer_gateway_audit_records_total", Help: "Audit records shipped from the store's journal to the audit log.",
 		}),
+		auditCurrent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kurer_gateway_audit_current_timestamp_seconds", Help: "Last time the audit log held everything the store's journal had (shipping is stalled when this stops moving).",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kurer_gateway_http_requests_total", Help: "HTTP requests by route and status code.",
 		}, []string{"route", "code"}),
@@ -69,7 +73,7 @@ func newMetrics(s *Server) *metrics {
 		lastSeen: map[string]int64{},
 	}
 	m.reg.MustRegister(m.transitions, m.refusals, m.authFailures, m.latency, m.attempts, m.released,
-		m.auditErrors, m.auditShipped, m.requests, m.duration,
+		m.auditErrors, m.auditShipped, m.auditCurrent, m.requests, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s, m: m})
 	return m

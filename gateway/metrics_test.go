@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/kurer/kurer/gateway/gatewaytest"
 	"github.com/kurer/kurer/internal/metricstest"
@@ -64,5 +65,8 @@ func TestMetricsByValue(t *testing.T) {
 	}
 	if got, ok := m["kurer_gateway_audit_errors_total"]; !ok || got != 0 {
 		t.Errorf("kurer_gateway_audit_errors_total = %v (present %v), want 0", got, ok)
+	}
+	if at := m["kurer_gateway_audit_current_timestamp_seconds"]; time.Since(time.Unix(int64(at), 0)) > time.Minute {
+		t.Errorf("kurer_gateway_audit_current_timestamp_seconds = %v, want about now", at)
 	}
 }
