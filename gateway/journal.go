@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -189,8 +188,12 @@ func (s *Server) shipAudit(ctx context.Context) error {
 		}
 		batch := make([]audit.Entry, len(ents))
 		for i, e := range ents {
-			attrs := make(map[string]string, len(e.Attrs)+1)
-			maps.Copy(attrs, e.Attrs)
+			// The entries are this call's own copies: their attrs take
+			// the position in place (AppendBatch copies them again).
+			attrs := e.Attrs
+			if attrs == nil {
+				attrs = make(map[string]string, 1)
+			}
 			attrs[journalAttr] = strconv.FormatUint(e.Seq, 10)
 			batch[i] = audit.Entry{Actor: e.Actor, Action: e.Action, Subject: e.Subject, Attrs: attrs}
 		}

@@ -259,7 +259,8 @@ type Store interface {
 	// limit; it returns how many it removed.
 	Purge(ctx context.Context, cutoff time.Time, limit int) (int, error)
 
-	// Journal returns up to max audit journal entries, oldest first.
+	// Journal returns up to max audit journal entries, oldest first, as
+	// copies the caller may change.
 	Journal(ctx context.Context, max int) ([]JournalEntry, error)
 	// DropJournal removes the journal's entries up to and including
 	// through, once they are shipped; entries committed later get

@@ -549,14 +549,18 @@ func (b *Backend) DeleteAccount(ctx context.Context, id string) error {
 		if old == nil {
 			return store.ErrNotFound
 		}
-		var rec accountRec
-		if err := json.Unmarshal(old, &rec); err != nil {
-			return fmt.Errorf("account %s: %w", id, err)
+		var before *store.Account
+		if b.journalFn != nil { // as in PutAccount: decoded only to journal it
+			var rec accountRec
+			if err := json.Unmarshal(old, &rec); err != nil {
+				return fmt.Errorf("account %s: %w", id, err)
+			}
+			before = (*store.Account)(&rec)
 		}
 		if err := bk.Delete([]byte(id)); err != nil {
 			return err
 		}
-		return b.journal(tx, store.Change{Op: store.ChangeAccountGone, Before: (*store.Account)(&rec)})
+		return b.journal(tx, store.Change{Op: store.ChangeAccountGone, Before: before})
 	})
 	// Forget id whatever the outcome: on success it is gone, and on
 	// failure the cache only loses an entry it can read again.

@@ -17,10 +17,7 @@ import (
 func TestConcurrentPollersOneWrite(t *testing.T) {
 	b := openT(t)
 	ctx := t.Context()
-	it := store.Item{Routing: api.Routing{ID: "m-herd", From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 1, Digest: "d"}, AcceptedAt: ct0}
-	if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}); err != nil {
-		t.Fatal(err)
-	}
+	acceptR(t, b, "m-herd")
 	before := b.WriterStats().Updates
 	const pollers = 16
 	var (
@@ -62,10 +59,7 @@ func TestLeasesShareCommit(t *testing.T) {
 	ctx := t.Context()
 	for i := range 16 {
 		id := fmt.Sprintf("m-%02d", i)
-		it := store.Item{Routing: api.Routing{ID: id, From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 1, Digest: "d"}, AcceptedAt: ct0}
-		if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
+		acceptR(t, b, id)
 	}
 	// Hold the writer inside a transaction: nothing commits until release.
 	release, running := make(chan struct{}), make(chan struct{})
@@ -149,10 +143,7 @@ func TestLeasesShareCommit(t *testing.T) {
 func TestLeaseWakesSkippedPoller(t *testing.T) {
 	b := openT(t)
 	ctx := t.Context()
-	it := store.Item{Routing: api.Routing{ID: "m-1", From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 1, Digest: "d"}, AcceptedAt: ct0}
-	if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}); err != nil {
-		t.Fatal(err)
-	}
+	acceptR(t, b, "m-1")
 	// Another lease has reserved the one item but not yet committed.
 	ls := b.leaseState("r")
 	ls.mu.Lock()
@@ -180,5 +171,14 @@ func TestLeaseWakesSkippedPoller(t *testing.T) {
 	case <-woken:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the poller that skipped reserved items was not woken")
+	}
+}
+
+// acceptR accepts a one-byte message id from "s" into mailbox "r".
+func acceptR(t *testing.T, b *Backend, id string) {
+	t.Helper()
+	it := store.Item{Routing: api.Routing{ID: id, From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 1, Digest: "d"}, AcceptedAt: ct0}
+	if _, err := b.Accept(t.Context(), it, store.Payload{Inline: []byte("x")}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -38,6 +38,14 @@ func recordingJournal(c store.Change) []store.AuditEntry {
 	return []store.AuditEntry{e}
 }
 
+// openJournaled opens a backend with recordingJournal on a fresh directory.
+func openJournaled(t *testing.T, open Opener) Backend {
+	t.Helper()
+	b := open(t, t.TempDir(), recordingJournal)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
 func journal(t *testing.T, b Backend) []store.JournalEntry {
 	t.Helper()
 	ents, err := b.Journal(t.Context(), 1000)
@@ -73,9 +81,7 @@ func brief(ents []store.JournalEntry) []string {
 // testJournal: every change reports itself once, in commit order, with the
 // message after the change, its notice and the reject reason.
 func testJournal(t *testing.T, open Opener) {
-	dir := t.TempDir()
-	b := open(t, dir, recordingJournal)
-	t.Cleanup(func() { _ = b.Close() })
+	b := openJournaled(t, open)
 	ctx := t.Context()
 
 	acct := store.Account{ID: "a1", Name: "Oslo", OrgNumber: "974760673", Types: []string{"t"}, Certificates: [][]byte{{1}}, Created: t0, Updated: t0}
@@ -173,12 +179,7 @@ func lines(ss []string) string {
 // testJournalOnlyCommitted: calls that change nothing (refused, repeated
 // or stale) report nothing.
 func testJournalOnlyCommitted(t *testing.T, open Opener) {
-	b, _ := func() (Backend, string) {
-		dir := t.TempDir()
-		b := open(t, dir, recordingJournal)
-		t.Cleanup(func() { _ = b.Close() })
-		return b, dir
-	}()
+	b := openJournaled(t, open)
 	ctx := t.Context()
 	m := mustAccept(t, b, Message("s", "r", t0.Add(time.Hour), t0))
 	until := t0.Add(time.Second)
