@@ -131,7 +131,13 @@ func TestMetricsAndHealth(t *testing.T) {
 	rec.mu.Lock()
 	rec.failN = 0
 	rec.mu.Unlock()
-	agenttest.Poll(t, "delivered at oslo", func() bool { return outState(osl.Agent, res.ID) == localapi.InDelivered })
+	// A state change is counted just after its commit, so wait for the
+	// counters of the last changes on both sides, not only for the states.
+	agenttest.Poll(t, "delivered at oslo, counted on both sides", func() bool {
+		return outState(osl.Agent, res.ID) == localapi.InDelivered &&
+			metricstest.Scrape(t, oslM)[`kurer_agent_state_changes_total{direction="in",state="delivered"}`] == 1 &&
+			metricstest.Scrape(t, trM)[`kurer_agent_state_changes_total{direction="out",state="received"}`] == 1
+	})
 	elapsed := time.Since(start).Seconds()
 
 	trWant := map[string]float64{
