@@ -385,6 +385,9 @@ func (a *Agent) run(parent context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		if a.halted.Load() { // halted, then cancelled before this select ran
+			runErr = ErrHalted
+		}
 	case <-a.halt:
 		runErr = ErrHalted
 	case runErr = <-errc:

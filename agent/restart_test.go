@@ -54,7 +54,7 @@ func TestRestartAtEveryStep(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatalf("step %s never reached", step)
 			}
-			if err := n.Stop(who); err != agent.ErrHalted {
+			if err := n.Wait(who); err != agent.ErrHalted {
 				t.Fatalf("halted agent's Run = %v, want ErrHalted", err)
 			}
 			n.Restart(who)

@@ -150,6 +150,21 @@ func (n *Network) Stop(name string) error {
 	}
 }
 
+// Wait waits for a node's Run to end on its own (a halted agent ends
+// without being cancelled) and returns its result.
+func (n *Network) Wait(name string) error {
+	n.TB.Helper()
+	nd := n.Nodes[name]
+	select {
+	case err := <-nd.Done:
+		nd.Done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		n.TB.Fatalf("agent %s did not end", name)
+		return nil
+	}
+}
+
 // Restart closes a node's agent (if still running) and starts a new one on
 // the same data dir and folders, with the node's options plus extra.
 func (n *Network) Restart(name string, extra ...agent.Option) *Node {
