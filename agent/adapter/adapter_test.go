@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
+
+var testRuns atomic.Int64
 
 type logOnly struct{ log *slog.Logger }
 
@@ -17,7 +21,8 @@ func (l *logOnly) Run(context.Context, Host) error { return nil }
 // TestNewPassesLogger: an adapter built from config gets the agent's
 // logger (a nil one discards), and registering a kind twice panics.
 func TestNewPassesLogger(t *testing.T) {
-	const kind = "adaptertest-logger"
+	// Kinds register for the process, so each run (-count) takes its own.
+	kind := fmt.Sprintf("adaptertest-logger-%d", testRuns.Add(1))
 	Register(kind, func(name string, decode func(v any) error, log *slog.Logger) (Adapter, error) {
 		log.Info("built", "adapter", name)
 		return &logOnly{log: log}, nil
@@ -45,7 +50,7 @@ type testConfig struct{ Dir string }
 // TestRegisterNew: options are decoded into the adapter's config type, a
 // decoding error names the kind, and a build error comes back as is.
 func TestRegisterNew(t *testing.T) {
-	const kind = "adaptertest-registernew"
+	kind := fmt.Sprintf("adaptertest-registernew-%d", testRuns.Add(1))
 	bad := errors.New("no such folder")
 	RegisterNew(kind, func(name string, c testConfig, _ *slog.Logger) (*logOnly, error) {
 		if c.Dir == "" {
