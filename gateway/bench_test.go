@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -32,6 +33,14 @@ import (
 // clients, and receiving pollers), KURER_BENCH_RATE sends that many
 // messages/s in an open loop (default: a closed loop, as fast as the
 // gateway takes them), for the p99 accept latency at a given load.
+//
+// By default the senders are two accounts and the receivers share a third
+// account's mailbox. KURER_BENCH_ACCOUNTS=A (at least 2, at most the
+// workers) runs A accounts instead, each an agent that both sends and
+// receives: worker w sends as and polls for account w mod A, each message
+// goes to another of the accounts in turn, and the pollers ack the
+// gateway's notices (delivered) as well as the messages, as agents do.
+// msgs/s counts the messages only.
 func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := gatewaytest.New(b, nil)
 	// The runtime settings `kurer gateway serve` makes, unless the
@@ -45,19 +54,32 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(gateway.DefaultMemoryLimit))
 	}
-	senders := []string{"oslo", "trondheim"}
+	senders, receivers := []string{"oslo", "trondheim"}, []string{"bergen"}
+	if n := benchAccounts(); n > 0 {
+		if n < 2 || n > benchWorkers() {
+			b.Fatalf("KURER_BENCH_ACCOUNTS=%d: want 2..%d (the workers per side)", n, benchWorkers())
+		}
+		senders = nil
+		for i := range n {
+			name := fmt.Sprintf("agent-%02d", i+1)
+			e.AddAccount(name)
+			senders = append(senders, name)
+		}
+		receivers = senders
+	}
+	many := len(receivers) > 1
 	body := gatewaytest.RandBytes(10 << 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	dlDir := b.TempDir()
-	var acked atomic.Int64
+	var acked, notices atomic.Int64
 	total := int64(b.N)
 	recvDone := make(chan struct{})
-	for range benchWorkers() { // receiver workers share the mailbox
+	for w := range benchWorkers() { // receiver workers share their account's mailbox
 		// Each its own connection, and small envelopes inline in the poll
 		// answer, as agents have.
-		bergen := e.ClientWith("bergen", func(c *client.Config) { c.PollInline = 64 << 10 })
+		rc := e.ClientWith(receivers[w%len(receivers)], func(c *client.Config) { c.PollInline = 64 << 10 })
 		go func() {
 			// One download file per worker, for envelopes that do not
 			// come inline: the load generator's own file creation is not
@@ -69,12 +91,18 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 			}
 			defer f.Close()
 			for acked.Load() < total && ctx.Err() == nil {
-				items, err := bergen.Poll(ctx, time.Second, 8)
+				items, err := rc.Poll(ctx, time.Second, 8)
 				if err != nil {
 					continue
 				}
-				var taken []string
+				var taken, noticeIDs []string
 				for _, it := range items {
+					if it.Kind == api.KindNotice && many {
+						// An agent verifies the notice (on its own
+						// machine) and acks it with the poll's messages.
+						noticeIDs = append(noticeIDs, it.Routing.ID)
+						continue
+					}
 					if it.Kind != api.KindMessage {
 						continue
 					}
@@ -86,21 +114,32 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 							b.Error(err)
 							return
 						}
-						if err := bergen.Download(ctx, it.Routing.ID, f); err != nil {
+						if err := rc.Download(ctx, it.Routing.ID, f); err != nil {
 							continue
 						}
 					}
 					taken = append(taken, it.Routing.ID)
 				}
+				msgs := taken
+				taken = append(taken[:len(taken):len(taken)], noticeIDs...)
 				// One ack request for the poll's messages, as agents do.
 				if len(taken) == 0 {
 					continue
 				}
-				failed, err := bergen.AckMany(ctx, taken)
+				failed, err := rc.AckMany(ctx, taken)
 				if err != nil {
 					continue
 				}
-				if n := int64(len(taken) - len(failed)); n > 0 && acked.Add(n) == total {
+				// An item whose lease ran out (a stall) is not acked
+				// here; it comes again and is counted then.
+				var n int64
+				for _, id := range msgs {
+					if _, bad := failed[id]; !bad {
+						n++
+					}
+				}
+				notices.Add(int64(len(noticeIDs)) - int64(len(failed)) + (int64(len(msgs)) - n))
+				if n > 0 && acked.Add(n) == total {
 					close(recvDone)
 				}
 			}
@@ -127,14 +166,20 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	ws0, _ := e.Srv.StoreStats()
 	start, cpu0 := time.Now(), processCPU()
 	tmpls := make([]api.Routing, len(clients))
+	sent := make([]atomic.Int64, len(clients))
 	for w := range clients {
 		// The digest of the (same) body once per client: an agent
 		// computes it while sealing, on its own machine.
-		tmpls[w] = e.Routing(senders[w%len(senders)], "bergen", body)
+		tmpls[w] = e.Routing(senders[w%len(senders)], receivers[0], body)
 	}
 	submit := func(w int, t0 time.Time) bool {
 		r := tmpls[w]
 		r.ID = uuid.Must(uuid.NewV7()).String() // as agents make them
+		if many {                               // to each of the other accounts in turn
+			from := w % len(senders)
+			k := int(sent[w].Add(1)) % (len(receivers) - 1)
+			r.To = e.IDs[receivers[(from+1+k)%len(receivers)]]
+		}
 		if _, err := clients[w].Submit(ctx, r, bytes.NewReader(body)); err != nil {
 			b.Error(err)
 			return false
@@ -188,6 +233,9 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	el, cpu := time.Since(start), processCPU()-cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(total)/el.Seconds(), "msgs/s")
+	if many {
+		b.ReportMetric(float64(notices.Load())/float64(total), "notices-acked/msg")
+	}
 	if cpu > 0 { // gateway and load generator together, on this machine's cores
 		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(total), "cpu-ms/msg")
 		b.ReportMetric(cpu.Seconds()/el.Seconds(), "cores-busy")
@@ -224,6 +272,14 @@ func benchRate() float64 {
 		return r
 	}
 	return 0
+}
+
+// benchAccounts is KURER_BENCH_ACCOUNTS: 0 (default) for two sending
+// accounts and one receiving, else that many accounts that both send and
+// receive.
+func benchAccounts() int {
+	n, _ := strconv.Atoi(os.Getenv("KURER_BENCH_ACCOUNTS"))
+	return n
 }
 
 // benchWorkers is the number of sending and of receiving workers

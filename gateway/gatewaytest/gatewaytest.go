@@ -71,6 +71,7 @@ type Env struct {
 	Srv           *gateway.Server   // the running server (replaced by Restart)
 
 	tb     testing.TB
+	orgSeq int // synthetic organisation numbers handed out by AddAccount
 	cancel context.CancelFunc
 	done   chan error
 }

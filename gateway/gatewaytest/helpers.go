@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,9 +16,11 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jws"
 
+	"github.com/kurer/kurer/gateway"
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/pki"
 )
 
 // Admin is an operator client for the admin listener, with the operator
@@ -167,5 +170,37 @@ func (e *Env) SetTypes(name string, types ...string) {
 	})
 	if err != nil {
 		e.tb.Fatalf("set types of %s: %v", name, err)
+	}
+}
+
+// AddAccount issues name a P-256 key and certificate from the test CA and
+// registers it as an account taking MessageType, with a synthetic
+// organisation number of its own and no municipality. It returns the
+// account id (also in IDs); Client(name) then works as for the others.
+func (e *Env) AddAccount(name string) string {
+	e.tb.Helper()
+	acct := e.PKI.Add(e.tb, name, nil, time.Time{}, time.Time{})
+	a, err := e.Admin().CreateAccount(context.Background(), api.AccountRequest{
+		Name: name, OrgNumber: e.nextOrgNumber(), Service: "barneverntjenesten", Types: []string{MessageType},
+		Certificates: []string{string(pki.EncodeCertPEM(acct.Cert))},
+	})
+	if err != nil {
+		e.tb.Fatalf("create account %s: %v", name, err)
+	}
+	e.IDs[name] = a.ID
+	return a.ID
+}
+
+// nextOrgNumber is a synthetic organisation number (99xxxxxxx with a valid
+// mod-11 check digit) not handed out before by this Env.
+func (e *Env) nextOrgNumber() string {
+	for {
+		e.orgSeq++
+		base := strconv.Itoa(99_000_000 + e.orgSeq)
+		for d := range 10 {
+			if s := base + strconv.Itoa(d); gateway.ValidOrgNumber(s) {
+				return s
+			}
+		}
 	}
 }
