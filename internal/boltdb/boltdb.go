@@ -158,11 +158,17 @@ type Stats struct {
 	Commits uint64        // read-write transactions run (each two fsyncs)
 	Updates uint64        // Update calls they carried
 	Busy    time.Duration // time spent in them, fsyncs included
+	Pages   uint64        // pages the commits allocated, i.e. wrote (bbolt's count)
+	Write   time.Duration // part of Busy spent writing pages and in the fsyncs
 }
 
 // Stats returns the writer's counters.
 func (d *DB) Stats() Stats {
-	return Stats{Commits: d.commits.Load(), Updates: d.updates.Load(), Busy: time.Duration(d.busy.Load())}
+	tx := d.bolt.Stats().TxStats
+	return Stats{
+		Commits: d.commits.Load(), Updates: d.updates.Load(), Busy: time.Duration(d.busy.Load()),
+		Pages: uint64(tx.GetPageAlloc()) / uint64(d.bolt.Info().PageSize), Write: tx.GetWriteTime(),
+	}
 }
 
 // Queued returns how many updates wait for the writer (not counting the

@@ -259,3 +259,32 @@ func TestCloseEndsLinger(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStatsCountWrites: one update of a 20 KiB value is one commit that
+// writes at least its five overflow pages, and spends time writing.
+func TestStatsCountWrites(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "db"), Options{Buckets: []string{"b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before := d.Stats()
+	err = d.Update(t.Context(), func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("b")).Put([]byte("k"), make([]byte, 20<<10))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := d.Stats()
+	if c, u := after.Commits-before.Commits, after.Updates-before.Updates; c != 1 || u != 1 {
+		t.Errorf("commits %d, updates %d, want 1 and 1", c, u)
+	}
+	if p := after.Pages - before.Pages; p < 5 {
+		t.Errorf("pages written %d, want >= 5 for a 20 KiB value", p)
+	}
+	// (Busy is added just after the caller is answered, so it is not
+	// compared here.)
+	if w := after.Write - before.Write; w <= 0 {
+		t.Errorf("write time %v, want > 0", w)
+	}
+}
