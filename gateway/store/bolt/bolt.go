@@ -40,7 +40,7 @@ var (
 	bUploads  = []byte("uploads")  // id -> json upload
 	bItems    = []byte("items")    // id -> record (codec.go)
 	bPayloads = []byte("payloads") // id -> inline ciphertext (databases before 2026-12-01; read and deleted only)
-	bInline   = []byte("inline")   // seq -> inline ciphertext
+	bInline   = []byte("inline")   // seq -> bucket holding the inline ciphertext under inlineKey
 	bReady    = []byte("ready")    // owner 0x00 seq -> id
 	bLeases   = []byte("leases")   // until|id -> nil
 	bExpiry   = []byte("expiry")   // expires|id -> nil (non-terminal messages)
@@ -323,10 +323,34 @@ func setState(tx *bbolt.Tx, r *record, state string, at time.Time, reason string
 // its 10 KiB neighbours) a random leaf page. Databases written before this
 // keep their payloads under the id in bPayloads; both are looked up.
 
+// Each payload is the one value of a bucket of its own under the sequence
+// number. bbolt splits a leaf only when it holds more than four values, so
+// 10 KiB payloads side by side share leaves of two to four, and a commit
+// that appends one (or deletes one) rewrites its neighbours too: measured
+// 37 pages for a commit of 8 payloads (24 pages of them) instead of 26.
+// A payload in its own bucket sits on its own pages, and its neighbours
+// are small bucket headers. Databases written from 2026-12-01 to
+// 2026-12-02 hold the payload as a plain value under the sequence number;
+// both are read and deleted.
+var inlineKey = []byte("p")
+
+// putInline stores r's inline payload.
+func putInline(tx *bbolt.Tx, r *record, p []byte) error {
+	bk, err := tx.Bucket(bInline).CreateBucket(u64(r.Seq))
+	if err != nil {
+		return err
+	}
+	return bk.Put(inlineKey, p)
+}
+
 // getInline returns r's inline payload (bytes valid in tx only), nil if
 // there is none.
 func getInline(tx *bbolt.Tx, r *record) []byte {
-	if v := tx.Bucket(bInline).Get(u64(r.Seq)); v != nil {
+	in := tx.Bucket(bInline)
+	if bk := in.Bucket(u64(r.Seq)); bk != nil {
+		return bk.Get(inlineKey)
+	}
+	if v := in.Get(u64(r.Seq)); v != nil {
 		return v
 	}
 	return tx.Bucket(bPayloads).Get([]byte(r.Routing.ID))
@@ -334,7 +358,11 @@ func getInline(tx *bbolt.Tx, r *record) []byte {
 
 // deleteInline removes r's inline payload from wherever it is.
 func deleteInline(tx *bbolt.Tx, r *record) error {
-	if err := tx.Bucket(bInline).Delete(u64(r.Seq)); err != nil {
+	in := tx.Bucket(bInline)
+	if in.Bucket(u64(r.Seq)) != nil {
+		return in.DeleteBucket(u64(r.Seq))
+	}
+	if err := in.Delete(u64(r.Seq)); err != nil {
 		return err
 	}
 	return tx.Bucket(bPayloads).Delete([]byte(r.Routing.ID))
@@ -707,7 +735,7 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		}
 		stored = r
 		if r.Inline {
-			if err := tx.Bucket(bInline).Put(u64(r.Seq), p.Inline); err != nil {
+			if err := putInline(tx, r, p.Inline); err != nil {
 				return err
 			}
 		}

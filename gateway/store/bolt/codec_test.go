@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -454,7 +455,7 @@ func TestInlinePayloadBySeq(t *testing.T) {
 	}
 	_ = b.db.View(func(tx *bbolt.Tx) error {
 		r, err := getRec(tx, "m-seq")
-		if err != nil || r.Seq == 0 || string(tx.Bucket(bInline).Get(u64(r.Seq))) != "abc" {
+		if err != nil || r.Seq == 0 || tx.Bucket(bInline).Bucket(u64(r.Seq)) == nil || string(getInline(tx, r)) != "abc" {
 			t.Errorf("payload not under seq: rec %+v, %v", r, err)
 		}
 		if tx.Bucket(bPayloads).Get([]byte("m-seq")) != nil {
@@ -483,4 +484,80 @@ func TestInlinePayloadBySeq(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestInlinePayloadFlatUnderSeq opens a database that holds an inline
+// payload as a plain value under its sequence number, as gateways of
+// 2026-12-01 and 2026-12-02 left it: it reads, and goes on delivery.
+func TestInlinePayloadFlatUnderSeq(t *testing.T) {
+	b := openT(t)
+	ctx := t.Context()
+	it := store.Item{Routing: api.Routing{ID: "m-flat", From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 3, Digest: "d"}, AcceptedAt: ct0}
+	if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("abc")}); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite it as the older layout: a plain value under the seq.
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		r, err := getRec(tx, "m-flat")
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bInline).DeleteBucket(u64(r.Seq)); err != nil {
+			return err
+		}
+		return tx.Bucket(bInline).Put(u64(r.Seq), []byte("old"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.Payload(ctx, "m-flat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(p)
+	p.Close()
+	if string(got) != "old" {
+		t.Fatalf("payload = %q, want the flat value", got)
+	}
+	if _, err := b.Lease(ctx, "r", 1, ct0, ct0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Ack(ctx, "r", "m-flat", ct0, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		if n := tx.Bucket(bInline).Stats().KeyN; n != 0 {
+			t.Errorf("%d inline payloads left after delivery", n)
+		}
+		return nil
+	})
+}
+
+// TestInlinePayloadOwnPages: a commit that accepts one more payload
+// writes that payload's own pages, not its neighbours' again (bbolt leaves
+// of big values hold up to four of them).
+func TestInlinePayloadOwnPages(t *testing.T) {
+	b := openT(t)
+	ctx := t.Context()
+	accept := func(i int, size int) uint64 {
+		before := b.WriterStats().Pages
+		it := store.Item{Routing: api.Routing{ID: fmt.Sprintf("m-%03d", i), From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: int64(size), Digest: "d"}, AcceptedAt: ct0}
+		if _, err := b.Accept(ctx, it, store.Payload{Inline: make([]byte, size)}); err != nil {
+			t.Fatal(err)
+		}
+		return b.WriterStats().Pages - before
+	}
+	for i := range 4 {
+		accept(i, 10<<10)
+	}
+	small := accept(4, 16)
+	big := accept(5, 10<<10)
+	t.Logf("pages: accept with 16 B %d, with 10 KiB %d", small, big)
+	// Old layout: 14 and 10 (the neighbours' payloads written again).
+	if small > 4 {
+		t.Errorf("a 16-byte accept after four of 10 KiB wrote %d pages, want at most 4", small)
+	}
+	if big > small+3 {
+		t.Errorf("a 10 KiB accept wrote %d pages, one of 16 bytes %d: want at most 3 more (its own)", big, small)
+	}
 }
