@@ -73,7 +73,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	defer cancel()
 
 	dlDir := b.TempDir()
-	var acked, notices atomic.Int64
+	var acked, notices, polls atomic.Int64
 	total := int64(b.N)
 	recvDone := make(chan struct{})
 	for w := range benchWorkers() { // receiver workers share their account's mailbox
@@ -94,6 +94,9 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 				items, err := rc.Poll(ctx, time.Second, 8)
 				if err != nil {
 					continue
+				}
+				if len(items) > 0 {
+					polls.Add(1)
 				}
 				var taken, noticeIDs []string
 				for _, it := range items {
@@ -236,6 +239,9 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	if many {
 		b.ReportMetric(float64(notices.Load())/float64(total), "notices-acked/msg")
 	}
+	// Polls that brought items, each followed by one ack request: how
+	// well the receivers' requests are shared between messages.
+	b.ReportMetric(float64(polls.Load())/float64(total), "polls/msg")
 	if cpu > 0 { // gateway and load generator together, on this machine's cores
 		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(total), "cpu-ms/msg")
 		b.ReportMetric(cpu.Seconds()/el.Seconds(), "cores-busy")
