@@ -138,21 +138,19 @@ func (n *Network) start(nd *Node, extra ...agent.Option) {
 
 // Stop stops a node's agent and waits for Run to return, giving its result.
 func (n *Network) Stop(name string) error {
-	nd := n.Nodes[name]
-	nd.cancel()
-	select {
-	case err := <-nd.Done:
-		nd.Done <- err
-		return err
-	case <-time.After(30 * time.Second):
-		n.TB.Fatalf("agent %s did not stop", name)
-		return nil
-	}
+	n.TB.Helper()
+	n.Nodes[name].cancel()
+	return n.wait(name, "stop")
 }
 
 // Wait waits for a node's Run to end on its own (a halted agent ends
 // without being cancelled) and returns its result.
 func (n *Network) Wait(name string) error {
+	n.TB.Helper()
+	return n.wait(name, "end")
+}
+
+func (n *Network) wait(name, what string) error {
 	n.TB.Helper()
 	nd := n.Nodes[name]
 	select {
@@ -160,7 +158,7 @@ func (n *Network) Wait(name string) error {
 		nd.Done <- err
 		return err
 	case <-time.After(30 * time.Second):
-		n.TB.Fatalf("agent %s did not end", name)
+		n.TB.Fatalf("agent %s did not %s", name, what)
 		return nil
 	}
 }

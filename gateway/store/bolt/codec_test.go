@@ -463,19 +463,27 @@ func TestInlinePayloadBySeq(t *testing.T) {
 		}
 		return nil
 	})
-	p, err := b.Payload(ctx, stored.Routing.ID)
+	readThenDeliver(t, b, stored.Routing.ID, "abc")
+}
+
+// readThenDeliver reads message id's payload (want), leases and acks it
+// as owner "r", and checks no inline payload is left.
+func readThenDeliver(t *testing.T, b *Backend, id, want string) {
+	t.Helper()
+	ctx := t.Context()
+	p, err := b.Payload(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(p)
 	p.Close()
-	if string(got) != "abc" {
-		t.Fatalf("payload = %q", got)
+	if string(got) != want {
+		t.Fatalf("payload = %q, want %q", got, want)
 	}
 	if _, err := b.Lease(ctx, "r", 1, ct0, ct0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Ack(ctx, "r", "m-seq", ct0, nil); err != nil {
+	if _, err := b.Ack(ctx, "r", id, ct0, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = b.db.View(func(tx *bbolt.Tx) error {
@@ -510,27 +518,7 @@ func TestInlinePayloadFlatUnderSeq(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := b.Payload(ctx, "m-flat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(p)
-	p.Close()
-	if string(got) != "old" {
-		t.Fatalf("payload = %q, want the flat value", got)
-	}
-	if _, err := b.Lease(ctx, "r", 1, ct0, ct0.Add(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Ack(ctx, "r", "m-flat", ct0, nil); err != nil {
-		t.Fatal(err)
-	}
-	_ = b.db.View(func(tx *bbolt.Tx) error {
-		if n := tx.Bucket(bInline).Stats().KeyN; n != 0 {
-			t.Errorf("%d inline payloads left after delivery", n)
-		}
-		return nil
-	})
+	readThenDeliver(t, b, "m-flat", "old")
 }
 
 // TestInlinePayloadOwnPages: a commit that accepts one more payload
