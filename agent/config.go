@@ -120,8 +120,8 @@ type ReceiveConfig struct {
 	// Max is the most items per poll. Default 16.
 	Max int `yaml:"max"`
 	// Workers is how many incoming messages are downloaded and opened at
-	// once, and how many acks, receipts and adapter deliveries run at
-	// once. Default 4.
+	// once, and how many receipts and adapter deliveries run at once
+	// (acks go together: up to 256 in one request). Default 4.
 	Workers int `yaml:"workers"`
 	// MaxEnvelopeSize is the largest envelope accepted for download, in
 	// bytes. Default 2 GiB.

@@ -53,6 +53,9 @@ func (g catalogOnly) Poll(context.Context, time.Duration, int) ([]api.MailboxIte
 }
 func (g catalogOnly) Download(context.Context, string, *os.File) error { return errFuzzOffline }
 func (g catalogOnly) Ack(context.Context, string) error                { return errFuzzOffline }
+func (g catalogOnly) AckMany(context.Context, []string) (map[string]error, error) {
+	return nil, errFuzzOffline
+}
 func (g catalogOnly) Reject(context.Context, string, api.RejectRequest) error {
 	return errFuzzOffline
 }

@@ -22,6 +22,9 @@ type Gateway interface {
 	Download(ctx context.Context, id string, dst *os.File) error
 	// Ack confirms a mailbox item as durably taken.
 	Ack(ctx context.Context, id string) error
+	// AckMany acks up to api.MaxAckBatch items in one request and returns
+	// the ids that were not acked, each with its error.
+	AckMany(ctx context.Context, ids []string) (map[string]error, error)
 	// Reject refuses a mailbox item with a reason code.
 	Reject(ctx context.Context, id string, r api.RejectRequest) error
 	// Lookup returns the catalog entry of an account.

@@ -53,23 +53,30 @@ func (a *Agent) receiveLoop(ctx context.Context) error {
 		failures = 0
 		a.ready.Store(true)
 		// Notices first, one by one in mailbox order (cheap, and the
-		// history reads in the order things happened); then messages, up
-		// to Workers at once (handleMessage locks per id). The next poll
-		// waits for this batch, whose leases are running.
+		// history reads in the order things happened), acked together
+		// once applied; then messages, up to Workers at once
+		// (handleMessage locks per id). The next poll waits for this
+		// batch, whose leases are running.
 		var msgs []api.MailboxItem
+		var applied []string
 		for _, it := range items {
 			if ctx.Err() != nil || a.halted.Load() {
 				return nil
 			}
 			switch it.Kind {
 			case api.KindNotice:
-				a.logItemErr(ctx, it, a.handleNotice(ctx, it))
+				if err := a.handleNotice(ctx, it); err != nil {
+					a.logItemErr(ctx, it, err)
+				} else {
+					applied = append(applied, it.Routing.ID)
+				}
 			case api.KindMessage:
 				msgs = append(msgs, it)
 			default:
 				a.log.Warn("unknown mailbox item kind; left for the lease to expire", "kind", it.Kind)
 			}
 		}
+		a.ackNotices(ctx, applied)
 		parallel(ctx, a.cfg.Receive.Workers, msgs, func(it api.MailboxItem) {
 			if !a.halted.Load() {
 				a.logItemErr(ctx, it, a.handleMessage(ctx, it))
@@ -116,9 +123,32 @@ func parallel[T any](ctx context.Context, n int, items []T, fn func(T)) {
 	wg.Wait()
 }
 
+// ackNotices acks applied notices, up to api.MaxAckBatch in one request.
+// One not acked is offered again after its lease, and applying it again
+// changes nothing.
+func (a *Agent) ackNotices(ctx context.Context, ids []string) {
+	for len(ids) > 0 && ctx.Err() == nil {
+		batch := ids[:min(len(ids), api.MaxAckBatch)]
+		ids = ids[len(batch):]
+		failed, err := a.gw.AckMany(ctx, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("notice ack failed; will be offered again", "notices", len(batch), "code", errs.CodeOf(err))
+			}
+			return
+		}
+		for id, err := range failed {
+			if errs.CodeOf(err) != errs.NotFound { // not found: acked before
+				a.log.Warn("notice ack failed; will be offered again", "item", id, "code", errs.CodeOf(err))
+			}
+		}
+	}
+}
+
 // handleNotice applies a verified gateway notice to the outgoing message it
-// is about and acks it. An unverifiable notice is recorded in the audit log
-// and acked (a forged notice must not block the mailbox; it changes nothing).
+// is about; the caller acks it. An unverifiable notice is recorded in the
+// audit log and acked too (a forged notice must not block the mailbox; it
+// changes nothing).
 func (a *Agent) handleNotice(ctx context.Context, it api.MailboxItem) error {
 	claims, err := a.gw.VerifyNotice(it.Notice)
 	switch {
@@ -141,7 +171,7 @@ func (a *Agent) handleNotice(ctx context.Context, it api.MailboxItem) error {
 			}
 		}
 	}
-	return a.gw.Ack(ctx, it.Routing.ID)
+	return nil
 }
 
 // applyOut records a receipt on an outgoing message and advances its state.
@@ -529,8 +559,8 @@ func (a *Agent) passLoop(ctx context.Context, woken <-chan struct{}, pass func(c
 }
 
 // workPass does the pending work of each kind in turn (ack or reject, then
-// receipts; delivery is deliverLoop's), up to Receive.Workers messages at
-// once within a kind.
+// receipts; delivery is deliverLoop's): acks in batches of one request,
+// the rest up to Receive.Workers messages at once within a kind.
 func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 	for _, kind := range kinds {
 		ids, err := a.store.work(kind)
@@ -538,14 +568,19 @@ func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 			a.log.Error("list work", "err", err)
 			return
 		}
+		if kind == workAck {
+			a.ackIn(ctx, ids)
+			if ctx.Err() != nil || a.halted.Load() {
+				return
+			}
+			continue
+		}
 		parallel(ctx, a.cfg.Receive.Workers, ids, func(id string) {
 			if ctx.Err() != nil || a.halted.Load() {
 				return
 			}
 			var err error
 			switch kind {
-			case workAck:
-				err = a.ackIn(ctx, id)
 			case workReject:
 				err = a.rejectIn(ctx, id)
 			case workReceipt:
@@ -561,15 +596,35 @@ func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 	}
 }
 
-func (a *Agent) ackIn(ctx context.Context, id string) error {
-	if err := a.gw.Ack(ctx, id); err != nil && errs.CodeOf(err) != errs.NotFound {
-		return err
+// ackIn acks stored incoming messages at the gateway, up to
+// api.MaxAckBatch in one request (the gateway commits them together), and
+// then records each as acked. One the gateway no longer has (not_found:
+// acked before a crash, or gone) counts as acked; any other failure is
+// retried on a later pass.
+func (a *Agent) ackIn(ctx context.Context, ids []string) {
+	for len(ids) > 0 && ctx.Err() == nil && !a.halted.Load() {
+		batch := ids[:min(len(ids), api.MaxAckBatch)]
+		ids = ids[len(batch):]
+		failed, err := a.gw.AckMany(ctx, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("incoming work failed; will retry", "messages", len(batch), "work", "ack", "code", errs.CodeOf(err))
+			}
+			return
+		}
+		for _, id := range batch {
+			if err := failed[id]; err != nil && errs.CodeOf(err) != errs.NotFound {
+				a.log.Warn("incoming work failed; will retry", "id", id, "work", "ack", "code", errs.CodeOf(err))
+				continue
+			}
+			if err := a.step(StepAcked, id); err != nil {
+				return
+			}
+			if _, err := a.store.updateIn(ctx, id, func(r *inRecord) error { r.NeedAck = false; return nil }); err != nil && ctx.Err() == nil {
+				a.log.Warn("incoming work failed; will retry", "id", id, "work", "ack", "code", errs.CodeOf(err))
+			}
+		}
 	}
-	if err := a.step(StepAcked, id); err != nil {
-		return err
-	}
-	_, err := a.store.updateIn(ctx, id, func(r *inRecord) error { r.NeedAck = false; return nil })
-	return err
 }
 
 func (a *Agent) rejectIn(ctx context.Context, id string) error {

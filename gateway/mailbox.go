@@ -262,9 +262,6 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request, account strin
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// maxAckBatch bounds the ids of one POST /v1/mailbox/ack.
-const maxAckBatch = 256
-
 // handleAckBatch is POST /v1/mailbox/ack: acks several items at once. Each
 // id is acked as by handleAck; they run together, so the store commits
 // them in one group commit and the sender's notices in the same. The
@@ -275,8 +272,8 @@ func (s *Server) handleAckBatch(w http.ResponseWriter, r *http.Request, account 
 		s.fail(w, r, err)
 		return
 	}
-	if len(req.IDs) == 0 || len(req.IDs) > maxAckBatch {
-		s.fail(w, r, errs.Newf(errs.BadRequest, "ids: 1 to %d", maxAckBatch))
+	if len(req.IDs) == 0 || len(req.IDs) > api.MaxAckBatch {
+		s.fail(w, r, errs.Newf(errs.BadRequest, "ids: 1 to %d", api.MaxAckBatch))
 		return
 	}
 	seen := make(map[string]bool, len(req.IDs))

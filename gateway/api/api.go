@@ -163,8 +163,11 @@ type MailboxResponse struct {
 	Items []MailboxItem `json:"items"`
 }
 
+// MaxAckBatch bounds the ids of one POST /v1/mailbox/ack.
+const MaxAckBatch = 256
+
 // AckRequest is the body of POST /v1/mailbox/ack: several items acked at
-// once (at most 256 ids, each once).
+// once (at most MaxAckBatch ids, each once).
 type AckRequest struct {
 	IDs []string `json:"ids"`
 }

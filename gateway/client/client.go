@@ -697,7 +697,7 @@ func (c *Client) Ack(ctx context.Context, id string) error {
 	return c.doJSON(ctx, http.MethodPost, api.PathMailbox+"/"+id+"/ack", nil, nil)
 }
 
-// AckMany acks several items in one request (at most 256; they commit
+// AckMany acks several items in one request (at most api.MaxAckBatch; they commit
 // together at the gateway). It returns the ids that were not acked, with
 // the error of each; every other id is acked.
 func (c *Client) AckMany(ctx context.Context, ids []string) (map[string]error, error) {
