@@ -125,7 +125,8 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 				}
 				msgs := taken
 				taken = append(taken[:len(taken):len(taken)], noticeIDs...)
-				// One ack request for the poll's messages, as agents do.
+				// One ack request for the poll's items (the agent, too, acks
+				// what it has stored together in one request).
 				if len(taken) == 0 {
 					continue
 				}
