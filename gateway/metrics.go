@@ -94,6 +94,8 @@ var (
 	descCommits  = prometheus.NewDesc("kurer_gateway_store_commits_total", "Read-write transactions the store's writer committed (each fsynced).", nil, nil)
 	descUpdates  = prometheus.NewDesc("kurer_gateway_store_updates_total", "Updates those transactions carried (group commit).", nil, nil)
 	descBusy     = prometheus.NewDesc("kurer_gateway_store_writer_busy_seconds_total", "Time the store's single writer spent committing; its rate near 1 means writes queue.", nil, nil)
+	descWritten  = prometheus.NewDesc("kurer_gateway_store_written_bytes_total", "Bytes of the pages the store's commits wrote (whole pages: the disk's real load).", nil, nil)
+	descWriting  = prometheus.NewDesc("kurer_gateway_store_write_seconds_total", "Part of the writer's busy time spent writing pages and in fsync.", nil, nil)
 	descSeen     = prometheus.NewDesc("kurer_gateway_agent_last_seen_timestamp_seconds", "Last authenticated request of an account's agent.", []string{"account"}, nil)
 )
 
@@ -111,6 +113,8 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCommits
 	ch <- descUpdates
 	ch <- descBusy
+	ch <- descWritten
+	ch <- descWriting
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -134,6 +138,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits))
 		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(st.Updates))
 		ch <- prometheus.MustNewConstMetric(descBusy, prometheus.CounterValue, st.Busy.Seconds())
+		ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(st.Bytes))
+		ch <- prometheus.MustNewConstMetric(descWriting, prometheus.CounterValue, st.Write.Seconds())
 	}
 	c.m.seenMu.Lock()
 	for a, t := range c.m.lastSeen {

@@ -54,6 +54,13 @@ func TestMetricsByValue(t *testing.T) {
 	if _, ok := m["kurer_gateway_store_writer_busy_seconds_total"]; !ok {
 		t.Error("no store writer busy time")
 	}
+	// Each commit writes at least a page, and spends time writing.
+	if b := m["kurer_gateway_store_written_bytes_total"]; b < commits*4096 {
+		t.Errorf("store written bytes %v for %v commits, want >= a 4 KiB page each", b, commits)
+	}
+	if w := m["kurer_gateway_store_write_seconds_total"]; w <= 0 {
+		t.Errorf("store write seconds %v, want > 0", w)
+	}
 	// The audit records shipped: 3 accounts created, 2 accepted, 2
 	// leased, 1 delivered.
 	if err := e.Srv.FlushAudit(t.Context()); err != nil {

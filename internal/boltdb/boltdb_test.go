@@ -282,6 +282,9 @@ func TestStatsCountWrites(t *testing.T) {
 	if p := after.Pages - before.Pages; p < 5 {
 		t.Errorf("pages written %d, want >= 5 for a 20 KiB value", p)
 	}
+	if b, p := after.Bytes-before.Bytes, after.Pages-before.Pages; b != p*uint64(d.Bolt().Info().PageSize) {
+		t.Errorf("bytes written %d for %d pages", b, p)
+	}
 	// (Busy is added just after the caller is answered, so it is not
 	// compared here.)
 	if w := after.Write - before.Write; w <= 0 {
