@@ -158,18 +158,16 @@ type Stats struct {
 	Commits uint64        // read-write transactions run (each two fsyncs)
 	Updates uint64        // Update calls they carried
 	Busy    time.Duration // time spent in them, fsyncs included
-	Pages   uint64        // pages the commits allocated, i.e. wrote (bbolt's count)
-	Bytes   uint64        // the bytes of those pages
+	Bytes   uint64        // bytes of the pages the commits allocated, i.e. wrote (whole pages)
 	Write   time.Duration // part of Busy spent writing pages and in the fsyncs
 }
 
 // Stats returns the writer's counters.
 func (d *DB) Stats() Stats {
 	tx := d.bolt.Stats().TxStats
-	bytes := uint64(tx.GetPageAlloc())
 	return Stats{
 		Commits: d.commits.Load(), Updates: d.updates.Load(), Busy: time.Duration(d.busy.Load()),
-		Pages: bytes / uint64(d.bolt.Info().PageSize), Bytes: bytes, Write: tx.GetWriteTime(),
+		Bytes: uint64(tx.GetPageAlloc()), Write: tx.GetWriteTime(),
 	}
 }
 

@@ -500,10 +500,7 @@ func readThenDeliver(t *testing.T, b *Backend, id, want string) {
 func TestInlinePayloadFlatUnderSeq(t *testing.T) {
 	b := openT(t)
 	ctx := t.Context()
-	it := store.Item{Routing: api.Routing{ID: "m-flat", From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 3, Digest: "d"}, AcceptedAt: ct0}
-	if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("abc")}); err != nil {
-		t.Fatal(err)
-	}
+	acceptR(t, b, "m-flat")
 	// Rewrite it as the older layout: a plain value under the seq.
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		r, err := getRec(tx, "m-flat")
@@ -527,13 +524,14 @@ func TestInlinePayloadFlatUnderSeq(t *testing.T) {
 func TestInlinePayloadOwnPages(t *testing.T) {
 	b := openT(t)
 	ctx := t.Context()
+	page := uint64(b.db.Bolt().Info().PageSize)
 	accept := func(i int, size int) uint64 {
-		before := b.WriterStats().Pages
+		before := b.WriterStats().Bytes
 		it := store.Item{Routing: api.Routing{ID: fmt.Sprintf("m-%03d", i), From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: int64(size), Digest: "d"}, AcceptedAt: ct0}
 		if _, err := b.Accept(ctx, it, store.Payload{Inline: make([]byte, size)}); err != nil {
 			t.Fatal(err)
 		}
-		return b.WriterStats().Pages - before
+		return (b.WriterStats().Bytes - before) / page
 	}
 	for i := range 4 {
 		accept(i, 10<<10)
