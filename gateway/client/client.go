@@ -123,6 +123,15 @@ func New(cfg Config) (*Client, error) {
 // NewHTTPClient returns an http.Client with sane timeouts for the gateway
 // (no overall timeout: uploads and long polls are long; a dial, TLS and
 // response-header timeout instead).
+//
+// It speaks HTTP/1.1 over a pool of kept-alive TLS connections, not
+// HTTP/2: an agent has only a few requests in flight (a long poll, its
+// uploads, its acks), which a few connections carry as well, and Go's
+// HTTP/2 cost a third more CPU per message on both ends in the gateway
+// benchmark (docs/decisions/2026-12-02-http1-agents.md). Uploads are not
+// held to an HTTP/2 flow-control window either, and TLS-inspecting
+// proxies in municipal networks pass HTTP/1.1 alike. The gateway serves
+// both.
 func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if tlsCfg != nil {
@@ -130,7 +139,10 @@ func NewHTTPClient(tlsCfg *tls.Config) *http.Client {
 	}
 	tr.TLSHandshakeTimeout = 10 * time.Second
 	tr.MaxIdleConnsPerHost = 64
-	tr.ForceAttemptHTTP2 = true
+	tr.ForceAttemptHTTP2 = false
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	tr.Protocols = &protocols
 	return &http.Client{Transport: tr}
 }
 
