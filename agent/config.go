@@ -121,7 +121,9 @@ type ReceiveConfig struct {
 	Max int `yaml:"max"`
 	// Workers is how many incoming messages are downloaded and opened at
 	// once, and how many receipts and adapter deliveries run at once
-	// (acks go together: up to 256 in one request). Default 4.
+	// (acks go together: up to 256 in one request). Default 4. All of the
+	// agent's requests to the gateway share at most 16 kept-alive
+	// connections (client.MaxConnsPerGateway).
 	Workers int `yaml:"workers"`
 	// MaxEnvelopeSize is the largest envelope accepted for download, in
 	// bytes. Default 2 GiB.
