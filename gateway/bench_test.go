@@ -20,6 +20,7 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/gateway/client"
 	"github.com/kurer/kurer/gateway/gatewaytest"
+	"github.com/kurer/kurer/internal/metricstest"
 )
 
 // BenchmarkSubmitDeliverAck measures the embedded gateway end to end for
@@ -162,6 +163,7 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 	rate := benchRate()
 	b.ResetTimer()
 	ws0, _ := e.Srv.StoreStats()
+	conns0 := metricstest.Scrape(b, "http://"+e.Srv.MetricsAddr().String())["kurer_gateway_connections_opened_total"]
 	start, cpu0 := time.Now(), processCPU()
 	tmpls := make([]api.Routing, len(clients))
 	sent := make([]atomic.Int64, len(clients))
@@ -255,6 +257,11 @@ func BenchmarkSubmitDeliverAck(b *testing.B) {
 		b.ReportMetric(float64(ws.Bytes-ws0.Bytes)/float64(os.Getpagesize())/float64(ws.Commits-ws0.Commits), "pages/commit")
 		b.ReportMetric(float64((ws.Write-ws0.Write).Microseconds())/1000/float64(ws.Commits-ws0.Commits), "write-ms/commit")
 	}
+	// Connections the clients opened during the run: each a TLS
+	// handshake. Agents keep theirs, so this stays near zero unless a burst
+	// outgrows the clients' kept connections.
+	conns := metricstest.Scrape(b, "http://"+e.Srv.MetricsAddr().String())["kurer_gateway_connections_opened_total"]
+	b.ReportMetric(conns-conns0, "conns-opened")
 	if len(lats) > 0 {
 		sortDurations(lats)
 		b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds())/1000, "p99-accept-ms")

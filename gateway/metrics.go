@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -26,6 +27,8 @@ type metrics struct {
 	auditCurrent prometheus.Gauge
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
+	connsOpened  prometheus.Counter
+	connsOpen    prometheus.Gauge
 
 	seenMu   sync.Mutex
 	lastSeen map[string]int64 // account -> unix seconds
@@ -70,10 +73,16 @@ func newMetrics(s *Server) *metrics {
 			Name: "kurer_gateway_http_request_duration_seconds", Help: "HTTP request duration by route.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"route"}),
+		connsOpened: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kurer_gateway_connections_opened_total", Help: "Connections accepted on the API listener (each a TLS handshake; agents keep theirs open, so a fast rise is churn).",
+		}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kurer_gateway_connections_open", Help: "Connections open on the API listener.",
+		}),
 		lastSeen: map[string]int64{},
 	}
 	m.reg.MustRegister(m.transitions, m.refusals, m.authFailures, m.latency, m.attempts, m.released,
-		m.auditErrors, m.auditShipped, m.auditCurrent, m.requests, m.duration,
+		m.auditErrors, m.auditShipped, m.auditCurrent, m.requests, m.duration, m.connsOpened, m.connsOpen,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{s: s, m: m})
 	return m
@@ -199,4 +208,15 @@ func (s *Server) metricsHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	return mux
+}
+
+// connState counts the API listener's connections (http.Server.ConnState).
+func (m *metrics) connState(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		m.connsOpened.Inc()
+		m.connsOpen.Inc()
+	case http.StateClosed, http.StateHijacked:
+		m.connsOpen.Dec()
+	}
 }

@@ -58,6 +58,10 @@ func TestMetricsByValue(t *testing.T) {
 	if b := m["kurer_gateway_store_written_bytes_total"]; b < commits*4096 {
 		t.Errorf("store written bytes %v for %v commits, want >= a 4 KiB page each", b, commits)
 	}
+	// Two agents' clients keep their connections open between requests.
+	if o, n := m["kurer_gateway_connections_open"], m["kurer_gateway_connections_opened_total"]; o < 2 || n < o {
+		t.Errorf("connections open %v, opened %v; want at least the two clients' kept open", o, n)
+	}
 	if w := m["kurer_gateway_store_write_seconds_total"]; w <= 0 {
 		t.Errorf("store write seconds %v, want > 0", w)
 	}

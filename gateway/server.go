@@ -243,6 +243,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 // sweeper and closes storage and the audit log.
 func (s *Server) Run(ctx context.Context) error {
 	api := s.newHTTPServer(s.apiHandler())
+	api.ConnState = s.met.connState
 	servers := []*http.Server{api}
 	errc := make(chan error, 3)
 	serve := func(srv *http.Server, ln net.Listener, useTLS bool) {
