@@ -13,43 +13,69 @@ import (
 	"time"
 )
 
+// tlsServer is an HTTPS test server offering h2 and HTTP/1.1, counting
+// the connections it accepts, and a gateway client (NewHTTPClient) that
+// trusts it.
+type tlsServer struct {
+	*httptest.Server
+	conns atomic.Int32
+	hc    *http.Client
+}
+
+func newTLSServer(t *testing.T, h http.HandlerFunc) *tlsServer {
+	t.Helper()
+	s := &tlsServer{Server: httptest.NewUnstartedServer(h)}
+	s.EnableHTTP2 = true
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	if got := s.TLS.NextProtos; len(got) == 0 || got[0] != "h2" {
+		t.Fatalf("test server offers %v, want h2 first", got)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	s.hc = NewHTTPClient(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+	return s
+}
+
+// get fetches the server's root and returns the response with its body
+// read and closed.
+func (s *tlsServer) get(t *testing.T) (*http.Response, string) {
+	t.Helper()
+	resp, err := s.hc.Get(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func writeOK(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }
+
 // TestHTTPClientSpeaksHTTP1KeepAlive: the gateway client asks for HTTP/1.1
 // even of a server that offers HTTP/2, and reuses its TLS connection for
 // the next request instead of a handshake per request.
 func TestHTTPClientSpeaksHTTP1KeepAlive(t *testing.T) {
 	var protos []int
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := newTLSServer(t, func(w http.ResponseWriter, r *http.Request) {
 		protos = append(protos, r.ProtoMajor)
-		_, _ = w.Write([]byte("ok"))
-	}))
-	srv.EnableHTTP2 = true
-	var conns atomic.Int32
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.StartTLS()
-	defer srv.Close()
-	if got := srv.TLS.NextProtos; len(got) == 0 || got[0] != "h2" {
-		t.Fatalf("test server offers %v, want h2 first", got)
-	}
-
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	hc := NewHTTPClient(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
-	for i := 0; i < 3; i++ {
-		resp, err := hc.Get(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if err != nil || string(body) != "ok" {
-			t.Fatalf("request %d: body %q, %v", i, body, err)
+		writeOK(w, r)
+	})
+	for i := range 3 {
+		resp, body := s.get(t)
+		if body != "ok" {
+			t.Fatalf("request %d: body %q", i, body)
 		}
 		if resp.ProtoMajor != 1 || resp.TLS == nil || resp.TLS.NegotiatedProtocol == "h2" {
-			t.Fatalf("request %d: proto %s, ALPN %q; want HTTP/1.1 over TLS", i, resp.Proto, resp.TLS.NegotiatedProtocol)
+			t.Fatalf("request %d: proto %s; want HTTP/1.1 over TLS", i, resp.Proto)
 		}
 	}
 	for i, p := range protos {
@@ -57,7 +83,7 @@ func TestHTTPClientSpeaksHTTP1KeepAlive(t *testing.T) {
 			t.Fatalf("server saw request %d as HTTP/%d", i, p)
 		}
 	}
-	if n := conns.Load(); n != 1 {
+	if n := s.conns.Load(); n != 1 {
 		t.Fatalf("%d connections for 3 sequential requests, want 1 kept alive", n)
 	}
 }
@@ -67,7 +93,7 @@ func TestHTTPClientSpeaksHTTP1KeepAlive(t *testing.T) {
 // handshaking) one per request.
 func TestHTTPClientBoundsConnections(t *testing.T) {
 	var inFlight, peak atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := newTLSServer(t, func(w http.ResponseWriter, r *http.Request) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for {
@@ -77,42 +103,26 @@ func TestHTTPClientBoundsConnections(t *testing.T) {
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
-		_, _ = w.Write([]byte("ok"))
-	}))
-	var conns atomic.Int32
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.StartTLS()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	hc := NewHTTPClient(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
-
+		writeOK(w, r)
+	})
 	const requests = 3 * MaxConnsPerGateway
 	var wg sync.WaitGroup
-	errs := make(chan error, requests)
 	for range requests {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := hc.Get(srv.URL)
+		wg.Go(func() {
+			resp, err := s.hc.Get(s.URL)
 			if err != nil {
-				errs <- err
+				t.Error(err)
 				return
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()
-		}()
+		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	if t.Failed() {
+		return
 	}
-	if n := conns.Load(); n > MaxConnsPerGateway {
+	if n := s.conns.Load(); n > MaxConnsPerGateway {
 		t.Fatalf("%d connections for %d concurrent requests, want at most %d", n, requests, MaxConnsPerGateway)
 	}
 	if p := peak.Load(); p < 2 {
@@ -123,24 +133,12 @@ func TestHTTPClientBoundsConnections(t *testing.T) {
 // TestHTTPClientResumesTLSSessions: a new connection to the gateway resumes
 // the TLS session of an earlier one instead of a full handshake.
 func TestHTTPClientResumesTLSSessions(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok"))
-	}))
-	srv.StartTLS()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	hc := NewHTTPClient(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+	s := newTLSServer(t, writeOK)
 	var resumed []bool
 	for range 2 {
-		resp, err := hc.Get(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
+		resp, _ := s.get(t)
 		resumed = append(resumed, resp.TLS.DidResume)
-		hc.CloseIdleConnections() // the next request needs a new connection
+		s.hc.CloseIdleConnections() // the next request needs a new connection
 	}
 	if resumed[0] || !resumed[1] {
 		t.Fatalf("resumed %v, want a full handshake and then a resumed one", resumed)
