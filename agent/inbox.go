@@ -123,23 +123,35 @@ func parallel[T any](ctx context.Context, n int, items []T, fn func(T)) {
 	wg.Wait()
 }
 
-// ackNotices acks applied notices, up to api.MaxAckBatch in one request.
-// One not acked is offered again after its lease, and applying it again
-// changes nothing.
+// ackNotices acks applied notices. One not acked is offered again after
+// its lease, and applying it again changes nothing.
 func (a *Agent) ackNotices(ctx context.Context, ids []string) {
-	for len(ids) > 0 && ctx.Err() == nil {
+	a.ackBatches(ctx, ids, "notice", func(string) bool { return true })
+}
+
+// ackBatches acks ids at the gateway, up to api.MaxAckBatch in one request
+// (the gateway commits them together), and calls acked for each id the
+// gateway acked or no longer has (not_found: acked before a crash, or
+// gone); acked returning false stops. A failed request stops too: what is
+// left is acked on a later pass. kind names the items in the logs.
+func (a *Agent) ackBatches(ctx context.Context, ids []string, kind string, acked func(id string) bool) {
+	for len(ids) > 0 && ctx.Err() == nil && !a.halted.Load() {
 		batch := ids[:min(len(ids), api.MaxAckBatch)]
 		ids = ids[len(batch):]
 		failed, err := a.gw.AckMany(ctx, batch)
 		if err != nil {
 			if ctx.Err() == nil {
-				a.log.Warn("notice ack failed; will be offered again", "notices", len(batch), "code", errs.CodeOf(err))
+				a.log.Warn("ack failed; will retry", "kind", kind, "items", len(batch), "code", errs.CodeOf(err))
 			}
 			return
 		}
-		for id, err := range failed {
-			if errs.CodeOf(err) != errs.NotFound { // not found: acked before
-				a.log.Warn("notice ack failed; will be offered again", "item", id, "code", errs.CodeOf(err))
+		for _, id := range batch {
+			if err := failed[id]; err != nil && errs.CodeOf(err) != errs.NotFound {
+				a.log.Warn("ack failed; will retry", "kind", kind, "id", id, "code", errs.CodeOf(err))
+				continue
+			}
+			if !acked(id) {
+				return
 			}
 		}
 	}
@@ -596,35 +608,18 @@ func (a *Agent) workPass(ctx context.Context, kinds ...byte) {
 	}
 }
 
-// ackIn acks stored incoming messages at the gateway, up to
-// api.MaxAckBatch in one request (the gateway commits them together), and
-// then records each as acked. One the gateway no longer has (not_found:
-// acked before a crash, or gone) counts as acked; any other failure is
-// retried on a later pass.
+// ackIn acks stored incoming messages at the gateway in batches, then
+// records each as acked; any failure is retried on a later pass.
 func (a *Agent) ackIn(ctx context.Context, ids []string) {
-	for len(ids) > 0 && ctx.Err() == nil && !a.halted.Load() {
-		batch := ids[:min(len(ids), api.MaxAckBatch)]
-		ids = ids[len(batch):]
-		failed, err := a.gw.AckMany(ctx, batch)
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn("incoming work failed; will retry", "messages", len(batch), "work", "ack", "code", errs.CodeOf(err))
-			}
-			return
+	a.ackBatches(ctx, ids, "message", func(id string) bool {
+		if err := a.step(StepAcked, id); err != nil {
+			return false
 		}
-		for _, id := range batch {
-			if err := failed[id]; err != nil && errs.CodeOf(err) != errs.NotFound {
-				a.log.Warn("incoming work failed; will retry", "id", id, "work", "ack", "code", errs.CodeOf(err))
-				continue
-			}
-			if err := a.step(StepAcked, id); err != nil {
-				return
-			}
-			if _, err := a.store.updateIn(ctx, id, func(r *inRecord) error { r.NeedAck = false; return nil }); err != nil && ctx.Err() == nil {
-				a.log.Warn("incoming work failed; will retry", "id", id, "work", "ack", "code", errs.CodeOf(err))
-			}
+		if _, err := a.store.updateIn(ctx, id, func(r *inRecord) error { r.NeedAck = false; return nil }); err != nil && ctx.Err() == nil {
+			a.log.Warn("incoming work failed; will retry", "id", id, "work", "ack", "code", errs.CodeOf(err))
 		}
-	}
+		return true
+	})
 }
 
 func (a *Agent) rejectIn(ctx context.Context, id string) error {

@@ -317,21 +317,16 @@ func setState(tx *bbolt.Tx, r *record, state string, at time.Time, reason string
 }
 
 // Inline payloads are keyed by the message's mailbox sequence number, not
-// its id: ids are random, sequence numbers grow, so a commit's new payloads
-// land together at the end of the bucket and those of delivered messages
-// leave from near its start, instead of each dirtying (and rewriting, with
-// its 10 KiB neighbours) a random leaf page. Databases written before this
-// keep their payloads under the id in bPayloads; both are looked up.
-
-// Each payload is the one value of a bucket of its own under the sequence
-// number. bbolt splits a leaf only when it holds more than four values, so
-// 10 KiB payloads side by side share leaves of two to four, and a commit
-// that appends one (or deletes one) rewrites its neighbours too: measured
-// 37 pages for a commit of 8 payloads (24 pages of them) instead of 26.
-// A payload in its own bucket sits on its own pages, and its neighbours
-// are small bucket headers. Databases written from 2026-12-01 to
-// 2026-12-02 hold the payload as a plain value under the sequence number;
-// both are read and deleted.
+// its id, so a commit's new payloads land together at the end of the
+// bucket and those of delivered messages leave from near its start. Each
+// is the one value of a bucket of its own under that number: bbolt splits
+// a leaf only when it holds more than four values, so 10 KiB payloads side
+// by side would share leaves, and a commit that appends or deletes one
+// would rewrite its neighbours too (measured: 37 pages for a commit of 8
+// payloads, 24 pages of them, instead of 26). Older databases hold the
+// payload as a plain value under the sequence number (2026-12-01 to
+// 2026-12-02) or under the id in bPayloads (before); all three are read
+// and deleted.
 var inlineKey = []byte("p")
 
 // putInline stores r's inline payload.
