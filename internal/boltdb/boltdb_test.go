@@ -289,3 +289,55 @@ func TestStatsCountWrites(t *testing.T) {
 		t.Errorf("write time %v, want > 0", w)
 	}
 }
+
+// TestFilledBucketsPackLeaves: keys appended in order to a Filled bucket,
+// in single updates and in batches, fill its leaves; the same keys in an
+// ordinary bucket leave them about half full.
+func TestFilledBucketsPackLeaves(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "db"), Options{Buckets: []string{"filled", "plain"}, Filled: []string{"filled"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	val := make([]byte, 100)
+	var wg sync.WaitGroup
+	for i := range 2000 {
+		put := func() {
+			err := d.Update(t.Context(), func(tx *bolt.Tx) error {
+				for _, b := range []string{"filled", "plain"} {
+					if err := tx.Bucket([]byte(b)).Put(fmt.Appendf(nil, "k%06d", i), val); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		if i < 1000 { // one commit each
+			put()
+			continue
+		}
+		// Then concurrent, so several share a commit (and the
+		// keys of one commit need not arrive in order).
+		wg.Add(1)
+		go func() { defer wg.Done(); put() }()
+		if i%50 == 49 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	var filled, plain int
+	err = d.View(func(tx *bolt.Tx) error {
+		filled, plain = tx.Bucket([]byte("filled")).Stats().LeafPageN, tx.Bucket([]byte("plain")).Stats().LeafPageN
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leaf pages: filled %d, plain %d", filled, plain)
+	if filled == 0 || float64(filled) > 0.6*float64(plain) {
+		t.Errorf("filled bucket has %d leaf pages, plain %d: want at most 60 %%", filled, plain)
+	}
+}
