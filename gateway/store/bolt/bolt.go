@@ -38,7 +38,9 @@ var (
 	bJTI      = []byte("jti")      // jti -> exp (8 bytes)
 	bJTIExp   = []byte("jti_exp")  // exp|jti -> nil
 	bUploads  = []byte("uploads")  // id -> json upload
-	bItems    = []byte("items")    // id -> record (codec.go)
+	bItems    = []byte("items")    // message id -> record (codec.go): its fixed part (v2), or all of it (v1, JSON; notices too)
+	bNotices  = []byte("notices")  // notice id -> fixed part (v2) of a notice, until acked
+	bStates   = []byte("states")   // seq -> state part of a v2 record
 	bPayloads = []byte("payloads") // id -> inline ciphertext (databases before 2026-12-01; read and deleted only)
 	bInline   = []byte("inline")   // seq -> bucket holding the inline ciphertext under inlineKey
 	bReady    = []byte("ready")    // owner 0x00 seq -> id
@@ -118,8 +120,11 @@ func Open(dir string, o Options) (*Backend, error) {
 		// 73-76 % busy at the same messages/s in the benchmark.
 		Linger:      time.Millisecond,
 		LingerBatch: 32,
-		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems),
+		Buckets: []string{string(bAccounts), string(bJTI), string(bJTIExp), string(bUploads), string(bItems), string(bNotices), string(bStates),
 			string(bPayloads), string(bInline), string(bReady), string(bLeases), string(bExpiry), string(bDone), string(bCounts), string(bJournal)},
+		// Written at their ends only (ids are UUIDv7 or sequence numbers,
+		// keys start with a time); the others take keys anywhere.
+		Filled: []string{string(bItems), string(bNotices), string(bJournal), string(bDone)},
 	})
 	if err != nil {
 		return nil, err
@@ -139,13 +144,16 @@ func (b *Backend) WriterStats() boltdb.Stats { return b.db.Stats() }
 // Close closes the database after queued writes.
 func (b *Backend) Close() error { return b.db.Close() }
 
-// record is the stored form of an item, written by encodeRecord (codec.go).
-// The JSON tags read records written before the binary codec.
+// record is the stored form of an item (codec.go): getRec reads it, putRec
+// writes it. The JSON tags read records written before the binary codec.
 type record struct {
 	store.Item
 	Seq    uint64 `json:"seq"`
 	Inline bool   `json:"inline,omitempty"`
 	Spool  bool   `json:"spool,omitempty"`
+	// split: read from a v2 record, whose fixed part is stored and never
+	// changes; putRec then writes only the state.
+	split bool
 }
 
 type accountRec struct {
@@ -166,13 +174,13 @@ func (b *Backend) cleanSpool() error {
 	for _, d := range []struct {
 		dir    string
 		bucket []byte
-		live   func(v []byte) bool
+		live   func(tx *bbolt.Tx, k, v []byte) bool
 	}{
-		{b.payloadDir, bItems, func(v []byte) bool {
-			r, err := decodeRecord(v)
+		{b.payloadDir, bItems, func(tx *bbolt.Tx, k, v []byte) bool {
+			r, err := loadRec(tx, string(k), v)
 			return err == nil && r.Spool && !store.Terminal(r.State)
 		}},
-		{b.partialDir, bUploads, func([]byte) bool { return true }},
+		{b.partialDir, bUploads, func(*bbolt.Tx, []byte, []byte) bool { return true }},
 	} {
 		ents, err := os.ReadDir(d.dir)
 		if err != nil {
@@ -181,8 +189,9 @@ func (b *Backend) cleanSpool() error {
 		for _, e := range ents {
 			keep := false
 			_ = b.db.View(func(tx *bbolt.Tx) error {
-				v := tx.Bucket(d.bucket).Get([]byte(e.Name()))
-				keep = v != nil && d.live(v)
+				k := []byte(e.Name())
+				v := tx.Bucket(d.bucket).Get(k)
+				keep = v != nil && d.live(tx, k, v)
 				return nil
 			})
 			if !keep {
@@ -246,17 +255,82 @@ func countKey(state, typ string) []byte { return []byte(state + "\x00" + typ) }
 func getRec(tx *bbolt.Tx, id string) (*record, error) {
 	v := tx.Bucket(bItems).Get([]byte(id))
 	if v == nil {
-		return nil, store.ErrNotFound
+		if v = tx.Bucket(bNotices).Get([]byte(id)); v == nil {
+			return nil, store.ErrNotFound
+		}
 	}
+	return loadRec(tx, id, v)
+}
+
+// exists reports whether a message or notice has id: the two share one
+// id space.
+func exists(tx *bbolt.Tx, id string) bool {
+	return tx.Bucket(bItems).Get([]byte(id)) != nil || tx.Bucket(bNotices).Get([]byte(id)) != nil
+}
+
+// loadRec decodes the items value v of id and, for a v2 record, its state.
+func loadRec(tx *bbolt.Tx, id string, v []byte) (*record, error) {
 	r, err := decodeRecord(v)
 	if err != nil {
 		return nil, fmt.Errorf("item %s: %w", id, err)
 	}
+	if r.split {
+		sv := tx.Bucket(bStates).Get(u64(r.Seq))
+		if sv == nil {
+			return nil, fmt.Errorf("item %s: no state", id)
+		}
+		if err := decodeState(sv, r); err != nil {
+			return nil, fmt.Errorf("item %s: %w", id, err)
+		}
+	}
 	return r, nil
 }
 
+// putRec writes r as v2: its fixed part once (when r is new, or read from
+// an older format), its state every time. A record without a sequence
+// number (none is written today) stays whole, as v1: states are keyed by
+// it.
+//
+// The fixed parts of messages and of notices are kept apart. Messages stay
+// until purged, so the items bucket only grows at its end (ids are UUIDv7)
+// and its leaves are filled; notices are deleted when acked, soon after
+// they are made, and among the messages each such delete rewrote a leaf of
+// its own.
 func putRec(tx *bbolt.Tx, r *record) error {
-	return tx.Bucket(bItems).Put([]byte(r.Routing.ID), encodeRecord(r))
+	id := []byte(r.Routing.ID)
+	if r.Seq == 0 {
+		return tx.Bucket(bItems).Put(id, encodeRecord(r))
+	}
+	if !r.split {
+		bk := tx.Bucket(bItems)
+		if r.Kind == api.KindNotice {
+			// An older gateway kept whole notices among the messages.
+			if err := bk.Delete(id); err != nil {
+				return err
+			}
+			bk = tx.Bucket(bNotices)
+		}
+		if err := bk.Put(id, encodeFixed(r)); err != nil {
+			return err
+		}
+		r.split = true
+	}
+	return tx.Bucket(bStates).Put(u64(r.Seq), encodeState(r))
+}
+
+// delRec removes r's record.
+func delRec(tx *bbolt.Tx, r *record) error {
+	bk := bItems
+	if r.split && r.Kind == api.KindNotice {
+		bk = bNotices
+	}
+	if err := tx.Bucket(bk).Delete([]byte(r.Routing.ID)); err != nil {
+		return err
+	}
+	if !r.split {
+		return nil
+	}
+	return tx.Bucket(bStates).Delete(u64(r.Seq))
 }
 
 func bump(tx *bbolt.Tx, state, typ string, delta int64) error {
@@ -388,7 +462,7 @@ func addNotice(tx *bbolt.Tx, m *record, n *store.Notice, now time.Time) error {
 	if n == nil {
 		return nil
 	}
-	if tx.Bucket(bItems).Get([]byte(n.ID)) != nil {
+	if exists(tx, n.ID) {
 		return fmt.Errorf("notice id %s exists", n.ID)
 	}
 	r := &record{Item: store.NoticeItem(m.Item, *n, now)}
@@ -687,7 +761,7 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 	// case) costs only a key lookup here, no decode.
 	var known bool
 	_ = b.db.View(func(tx *bbolt.Tx) error {
-		known = tx.Bucket(bItems).Get([]byte(id)) != nil
+		known = exists(tx, id)
 		return nil
 	})
 	if known {
@@ -830,9 +904,9 @@ func (b *Backend) Messages(_ context.Context, f store.MessageFilter) ([]store.It
 	var out []store.Item
 	err := b.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bItems).ForEach(func(k, v []byte) error {
-			r, err := decodeRecord(v)
+			r, err := loadRec(tx, string(k), v)
 			if err != nil {
-				return fmt.Errorf("item %s: %w", k, err)
+				return err
 			}
 			if r.Kind != api.KindMessage ||
 				(f.State != "" && r.State != f.State) ||
@@ -886,7 +960,7 @@ func (b *Backend) Purge(ctx context.Context, cutoff time.Time, limit int) (int, 
 				if err := bump(tx, r.State, r.Routing.Type, -1); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bItems).Delete(id); err != nil {
+				if err := delRec(tx, r); err != nil {
 					return err
 				}
 			}
@@ -1046,7 +1120,7 @@ func (b *Backend) finish(ctx context.Context, account, id string, now time.Time,
 				return err
 			}
 			out, changed = r.Item, true
-			return tx.Bucket(bItems).Delete([]byte(id))
+			return delRec(tx, r)
 		}
 		if store.Terminal(r.State) {
 			if r.State == state {

@@ -162,6 +162,33 @@ func TestRecordRoundTrip(t *testing.T) {
 			if again := encodeRecord(got); !bytes.Equal(again, v) {
 				t.Errorf("re-encoding differs")
 			}
+			// v2: the fixed part, then the state.
+			fixed, state := encodeFixed(tc.r), encodeState(tc.r)
+			if len(fixed) != fixedSize(tc.r) || cap(fixed) != len(fixed) || len(state) != stateSize(tc.r) || cap(state) != len(state) {
+				t.Errorf("v2 lengths %d/%d, caps %d/%d, sizes %d/%d", len(fixed), len(state), cap(fixed), cap(state), fixedSize(tc.r), stateSize(tc.r))
+			}
+			got, err = decodeRecord(fixed)
+			if tc.r.Seq == 0 {
+				if err == nil {
+					t.Fatal("v2 record without a sequence number decoded")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.split || got.State != "" || got.History != nil || !got.TerminalAt.IsZero() {
+				t.Fatalf("v2 fixed part: %+v", got)
+			}
+			if err := decodeState(state, got); err != nil {
+				t.Fatal(err)
+			}
+			want := normalize(tc.r)
+			want.split = true
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("v2 round trip:\n got %+v\nwant %+v", got, want)
+			}
+			checkUTC(t, got)
 		})
 	}
 }
@@ -218,7 +245,9 @@ func TestDecodeRecordErrors(t *testing.T) {
 		in   []byte
 	}{
 		{"empty", nil},
-		{"unknown version", append([]byte{0x02}, valid[1:]...)},
+		{"unknown version", append([]byte{0x03}, valid[1:]...)},
+		{"v2 without a sequence number", encodeFixed(&record{})},
+		{"v2 with state fields", append([]byte{recordV2}, valid[1:]...)},
 		{"version zero", append([]byte{0x00}, valid[1:]...)},
 		{"version only", []byte{recordV1}},
 		{"unknown flags", with(minimal, 1, 0x04)},
@@ -244,32 +273,103 @@ func TestDecodeRecordErrors(t *testing.T) {
 			}
 		})
 	}
-	for n := range len(valid) {
-		if _, err := decodeRecord(valid[:n]); err == nil {
-			t.Errorf("truncated to %d of %d bytes: no error", n, len(valid))
+	fixed := encodeFixed(sampleMessage())
+	for _, v := range [][]byte{valid, fixed} {
+		for n := range len(v) {
+			if _, err := decodeRecord(v[:n]); err == nil {
+				t.Errorf("truncated to %d of %d bytes (0x%02x): no error", n, len(v), v[0])
+			}
 		}
 	}
-	for i := 1; i < len(valid); i++ { // corruption: error or a clean decode, never a panic
-		c := append([]byte(nil), valid...)
-		c[i] ^= 0xa5
-		_, _ = decodeRecord(c)
+	for _, v := range [][]byte{valid, fixed} {
+		for i := 1; i < len(v); i++ { // corruption: error or a clean decode, never a panic
+			c := append([]byte(nil), v...)
+			c[i] ^= 0xa5
+			_, _ = decodeRecord(c)
+		}
+	}
+}
+
+func TestDecodeStateErrors(t *testing.T) {
+	valid := encodeState(sampleMessage())
+	// The zero state: version, State, Attempts, LeaseUntil, History
+	// count, TerminalAt.
+	minimal := encodeState(&record{})
+	if len(minimal) != 6 {
+		t.Fatalf("minimal state is %d bytes, want 6", len(minimal))
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"unknown version", append([]byte{0x02}, valid[1:]...)},
+		{"a whole v1 record", encodeRecord(sampleMessage())[1:]},
+		{"trailing byte", append(append([]byte(nil), valid...), 0)},
+		{"history too long", append(append([]byte(nil), minimal[:4]...), append(binary.AppendUvarint(nil, maxHistory+1), 0)...)},
+		{"history longer than input", append(append([]byte(nil), minimal[:4]...), 2, 0)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r record
+			err := decodeState(tc.in, &r)
+			if err == nil {
+				t.Fatalf("decoded %+v", r)
+			}
+			if !strings.HasPrefix(err.Error(), "decode state: ") {
+				t.Errorf("error %q lacks the prefix", err)
+			}
+		})
+	}
+	for n := range len(valid) {
+		var r record
+		if err := decodeState(valid[:n], &r); err == nil {
+			t.Errorf("truncated to %d of %d bytes: no error", n, len(valid))
+		}
 	}
 }
 
 // TestCommittedRecords reads the committed records and checks that today's
-// encoder still writes the committed v1 bytes. With -update it rewrites
-// them and the fuzz seeds first.
+// encoders still write the committed v1 and v2 bytes. With -update it
+// rewrites them and the fuzz seeds first.
 func TestCommittedRecords(t *testing.T) {
 	v1, legacy := encodeRecord(sampleMessage()), []byte(legacyJSON)
+	v2, state := encodeFixed(sampleMessage()), encodeState(sampleMessage())
 	if *update {
 		writeTestdata(t, "record-v1.bin", v1)
 		writeTestdata(t, "record-legacy.json", legacy)
+		writeTestdata(t, "record-v2.bin", v2)
+		writeTestdata(t, "state-v1.bin", state)
 		for name, data := range map[string][]byte{
 			"v1-message": v1, "v1-notice": encodeRecord(sampleNotice()),
 			"v1-zero": encodeRecord(&record{}), "legacy-json": legacy,
+			"v2-message": v2, "v2-notice": encodeFixed(sampleNotice()),
 		} {
 			corpusFile(t, "FuzzDecodeRecord", name, data)
 		}
+		for name, data := range map[string][]byte{
+			"message": state, "notice": encodeState(sampleNotice()), "zero": encodeState(&record{}),
+		} {
+			corpusFile(t, "FuzzDecodeState", name, data)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		want []byte
+	}{{"record-v2.bin", v2}, {"state-v1.bin", state}} {
+		got, err := os.ReadFile(filepath.Join("testdata", f.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, f.want) {
+			t.Errorf("%s: encoding changed; a new layout needs a new version tag", f.name)
+		}
+	}
+	r, err := decodeRecord(v2)
+	if err == nil {
+		err = decodeState(state, r)
+	}
+	if want := normalize(sampleMessage()); err != nil || !reflect.DeepEqual(r, &record{Item: want.Item, Seq: want.Seq, Inline: want.Inline, Spool: want.Spool, split: true}) {
+		t.Errorf("committed v2 record: %+v, %v", r, err)
 	}
 	got, err := os.ReadFile(filepath.Join("testdata", "record-v1.bin"))
 	if err != nil {
@@ -325,6 +425,18 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 			return
 		}
+		if r.split {
+			// A v2 fixed part: it re-encodes to the same record.
+			v := encodeFixed(r)
+			if len(v) != fixedSize(r) {
+				t.Fatalf("encoded %d bytes, fixedSize %d", len(v), fixedSize(r))
+			}
+			again, err := decodeRecord(v)
+			if err != nil || !reflect.DeepEqual(again, r) {
+				t.Fatalf("v2 round trip: %+v, %v\nwant %+v", again, err, r)
+			}
+			r.split = false // and as v1, below
+		}
 		v := encodeRecord(r)
 		if len(v) != recordSize(r) {
 			t.Fatalf("encoded %d bytes, recordSize %d", len(v), recordSize(r))
@@ -342,6 +454,36 @@ func FuzzDecodeRecord(f *testing.F) {
 		r3, err := decodeRecord(encodeRecord(r2))
 		if err != nil || !reflect.DeepEqual(r3, r2) {
 			t.Fatalf("second round trip: %+v, %v", r3, err)
+		}
+	})
+}
+
+// FuzzDecodeState feeds states values (seeds in testdata/fuzz/
+// FuzzDecodeState) to decodeState: it must never panic, and what it reads
+// must survive encode and decode unchanged.
+func FuzzDecodeState(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := sampleNotice() // the fixed fields stay as they are
+		fixed := encodeFixed(r)
+		if err := decodeState(data, r); err != nil {
+			if !bytes.Equal(encodeFixed(r), fixed) {
+				t.Fatal("a failed decode changed the record")
+			}
+			return
+		}
+		if !bytes.Equal(encodeFixed(r), fixed) {
+			t.Fatal("decodeState changed the fixed fields")
+		}
+		v := encodeState(r)
+		if len(v) != stateSize(r) {
+			t.Fatalf("encoded %d bytes, stateSize %d", len(v), stateSize(r))
+		}
+		r2 := sampleNotice()
+		if err := decodeState(v, r2); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if !reflect.DeepEqual(r2, normalize(r)) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", r2, normalize(r))
 		}
 	})
 }
@@ -373,22 +515,48 @@ func BenchmarkRecordCodec(b *testing.B) {
 	})
 }
 
-// TestLegacyRecordInDatabase opens a database holding a JSON record, as an
-// older gateway left it: it reads, and its next transition rewrites it in
-// the binary form.
+// TestLegacyRecordInDatabase opens a database holding a whole record, as
+// older gateways left them (JSON before 2026-12-01, v1 until 2026-12-02):
+// it reads, and its next transition rewrites it as v2, a fixed part and a
+// state.
 func TestLegacyRecordInDatabase(t *testing.T) {
+	for _, format := range []string{"json", "v1"} {
+		t.Run(format, func(t *testing.T) { testLegacyRecord(t, format) })
+	}
+}
+
+// legacyValue is r as an older gateway stored it.
+func legacyValue(t *testing.T, r *record, format string) []byte {
+	t.Helper()
+	if format == "v1" {
+		return encodeRecord(r)
+	}
+	v, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func testLegacyRecord(t *testing.T, format string) {
 	b := openT(t)
 	ctx := t.Context()
 	r := sampleMessage()
 	r.State, r.Attempts, r.TerminalAt, r.Inline, r.Spool = api.StateAccepted, 0, time.Time{}, true, false
 	r.History = r.History[:1]
 	payload := []byte("ciphertext under the message id")
-	v, err := json.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = b.db.Update(ctx, func(tx *bbolt.Tx) error {
-		if err := tx.Bucket(bItems).Put([]byte(r.Routing.ID), v); err != nil {
+	// A notice about an earlier message of the same sender, as older
+	// gateways kept them: whole, among the messages.
+	n := sampleNotice()
+	n.Routing.ID, n.Owner, n.State, n.Attempts, n.LeaseUntil, n.Seq = "n-legacy", "s", api.StateAccepted, 0, time.Time{}, 9
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bItems).Put([]byte(r.Routing.ID), legacyValue(t, r, format)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bItems).Put([]byte(n.Routing.ID), legacyValue(t, n, format)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bReady).Put(readyKey(n.Owner, n.Seq), []byte(n.Routing.ID)); err != nil {
 			return err
 		}
 		// Older gateways kept inline payloads under the message id.
@@ -414,12 +582,28 @@ func TestLegacyRecordInDatabase(t *testing.T) {
 	if err != nil || len(leased) != 1 || leased[0].Attempts != 1 || len(leased[0].History) != 2 {
 		t.Fatalf("lease: %+v, %v", leased, err)
 	}
+	leasedN, err := b.Lease(ctx, n.Owner, 10, ct0.Add(time.Hour), ct0.Add(2*time.Hour))
+	if err != nil || len(leasedN) != 1 || leasedN[0].Routing.ID != n.Routing.ID || leasedN[0].Receipt != n.Receipt {
+		t.Fatalf("lease notice: %+v, %v", leasedN, err)
+	}
 	_ = b.db.View(func(tx *bbolt.Tx) error {
-		if v := tx.Bucket(bItems).Get([]byte(r.Routing.ID)); len(v) == 0 || v[0] != recordV1 {
-			t.Errorf("record not rewritten in v1: %q", v)
+		if v := tx.Bucket(bItems).Get([]byte(r.Routing.ID)); len(v) == 0 || v[0] != recordV2 {
+			t.Errorf("record not rewritten as v2: %q", v)
+		}
+		if v := tx.Bucket(bStates).Get(u64(r.Seq)); len(v) == 0 || v[0] != stateV1 {
+			t.Errorf("no state under the record's seq: %q", v)
+		}
+		if v := tx.Bucket(bItems).Get([]byte(n.Routing.ID)); v != nil {
+			t.Errorf("legacy notice left among the messages: %q", v)
+		}
+		if v := tx.Bucket(bNotices).Get([]byte(n.Routing.ID)); len(v) == 0 || v[0] != recordV2 {
+			t.Errorf("notice not rewritten as v2: %q", v)
 		}
 		return nil
 	})
+	if it, err := b.Item(ctx, r.Routing.ID); err != nil || it.State != api.StateLeased || it.Receipt != r.Receipt || it.Routing != normalize(r).Routing {
+		t.Fatalf("rewritten item: %+v, %v", it, err)
+	}
 	p, err := b.Payload(ctx, r.Routing.ID)
 	if err != nil {
 		t.Fatalf("legacy payload: %v", err)
@@ -432,14 +616,55 @@ func TestLegacyRecordInDatabase(t *testing.T) {
 	if _, err := b.Ack(ctx, r.Owner, r.Routing.ID, ct0.Add(time.Hour), nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := b.Ack(ctx, n.Owner, n.Routing.ID, ct0.Add(time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
 	_ = b.db.View(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bPayloads).Get([]byte(r.Routing.ID)) != nil {
 			t.Error("legacy payload kept after delivery")
+		}
+		if k := tx.Bucket(bNotices).Stats().KeyN; k != 0 {
+			t.Errorf("%d notices left after the ack", k)
+		}
+		if tx.Bucket(bStates).Get(u64(n.Seq)) != nil {
+			t.Error("acked notice's state left")
 		}
 		return nil
 	})
 	if _, err := b.Payload(ctx, r.Routing.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("payload after delivery: %v", err)
+	}
+}
+
+// TestRecordWithoutSeqStaysWhole: a legacy record without a sequence
+// number is rewritten as v1, never as a state under 0 that another such
+// record would share.
+func TestRecordWithoutSeqStaysWhole(t *testing.T) {
+	b := openT(t)
+	ctx := t.Context()
+	r := sampleMessage()
+	r.State, r.Attempts, r.TerminalAt, r.Inline, r.Seq = api.StateAccepted, 0, time.Time{}, false, 0
+	r.History = r.History[:1]
+	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
+		return tx.Bucket(bItems).Put([]byte(r.Routing.ID), legacyValue(t, r, "json"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Expire(ctx, r.Routing.ID, ct0.Add(time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bItems).Get([]byte(r.Routing.ID)); len(v) == 0 || v[0] != recordV1 {
+			t.Errorf("record without seq written as %q", v)
+		}
+		if k := tx.Bucket(bStates).Stats().KeyN; k != 0 {
+			t.Errorf("%d states written", k)
+		}
+		return nil
+	})
+	if it, err := b.Item(ctx, r.Routing.ID); err != nil || it.State != api.StateExpired {
+		t.Fatalf("item: %+v, %v", it, err)
 	}
 }
 
@@ -545,5 +770,33 @@ func TestInlinePayloadOwnPages(t *testing.T) {
 	}
 	if big > small+3 {
 		t.Errorf("a 10 KiB accept wrote %d pages, one of 16 bytes %d: want at most 3 more (its own)", big, small)
+	}
+}
+
+// TestStateUpdatesSharePages: a lease of 16 messages among hundreds
+// rewrites their small state values, side by side, not their 1 KiB fixed
+// parts each on a leaf of its own.
+func TestStateUpdatesSharePages(t *testing.T) {
+	b := openT(t)
+	ctx := t.Context()
+	page := uint64(b.db.Bolt().Info().PageSize)
+	receipt := strings.Repeat("r", 900) // about a real accepted receipt
+	for i := range 256 {
+		it := store.Item{Routing: api.Routing{ID: fmt.Sprintf("0190a1b2-0000-7000-8000-%012d", i), From: "s", To: "r",
+			Type: "no.bufdir.flytting.v1", Expires: ct0.Add(time.Hour), Size: 10 << 10, Digest: strings.Repeat("d", 64)},
+			Receipt: receipt, AcceptedAt: ct0}
+		if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := b.WriterStats().Bytes
+	leased, err := b.Lease(ctx, "r", 16, ct0, ct0.Add(time.Minute))
+	if err != nil || len(leased) != 16 {
+		t.Fatalf("lease: %d, %v", len(leased), err)
+	}
+	pages := (b.WriterStats().Bytes - before) / page
+	t.Logf("lease of 16: %d pages", pages)
+	if pages > 8 {
+		t.Errorf("a lease of 16 wrote %d pages, want at most 8", pages)
 	}
 }
