@@ -11,10 +11,10 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 )
 
-// Stored record formats. The first byte of a value in the items bucket tells
-// them apart: JSON records (written before the binary codec) start with '{',
-// v1 records hold the whole item, v2 records only its fixed part (its state
-// is in the states bucket, stateV1).
+// Stored record formats. The first byte of a value in the items or notices
+// bucket tells them apart: JSON records (written before the binary codec)
+// start with '{', v1 records hold the whole item, v2 records only its fixed
+// part (its state is in the states bucket, stateV1).
 const (
 	recordJSON = '{'
 	recordV1   = 0x01
@@ -57,9 +57,9 @@ const (
 //	AcceptedAt, TerminalAt time
 //	Seq      uvarint
 //
-// v2 splits the item by how often it changes. The items bucket holds, under
-// the id, what is fixed when the item is made (about 1 KiB, most of it the
-// receipt), written once:
+// v2 splits the item by how often it changes. The items bucket (for a
+// notice, the notices bucket) holds, under the id, what is fixed when the
+// item is made (about 1 KiB, most of it the receipt), written once:
 //
 //	0x02 version
 //	flags, Kind, Routing, Owner as in v1
