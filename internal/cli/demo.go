@@ -403,7 +403,13 @@ func registerDemoAccounts(ctx context.Context, acc *demoAccounts, adminURL, toke
 			_, err = admin.CreateAccount(ctx, req)
 			if errs.CodeOf(err) == errs.Conflict {
 				// A kept --dir: the account is there from the last run.
-				_, err = admin.UpdateAccount(ctx, p.ID, req)
+				// An update takes no certificates; adding one the
+				// account has is a no-op.
+				upd := req
+				upd.Certificates = nil
+				if _, err = admin.UpdateAccount(ctx, p.ID, upd); err == nil {
+					_, err = admin.AddCert(ctx, p.ID, string(certPEM))
+				}
 			}
 			if err == nil {
 				break

@@ -74,6 +74,11 @@ func TestDemoOnce(t *testing.T) {
 			t.Errorf("demo dir: %v", err)
 		}
 	}
+	// And a kept --dir runs again: the accounts are there already.
+	out, stderr, code = runCLI(t.Context(), "demo", "--once", "--dir", dir)
+	if code != ExitOK || !strings.Contains(out, "OK: every file arrived byte for byte") {
+		t.Fatalf("demo --once again in the kept dir: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
 }
 
 // TestDemoDetectsDamage checks that --once is not a rubber stamp: a case
