@@ -142,6 +142,9 @@ type Agent struct {
 	keys    []Key
 	roots   *x509.CertPool
 	gw      Gateway
+	// closeGW closes the kept connections of a gateway client the agent
+	// made itself, when it stops; nil for one passed in (WithGateway).
+	closeGW func()
 	token   string
 	schemas Schemas
 	now     func() time.Time
@@ -220,6 +223,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 	if a.gw == nil {
 		if a.gw, err = newGatewayClient(cfg, a.keys[0], o.gwTLS); err != nil {
 			return nil, err
+		}
+		if c, ok := a.gw.(interface{ CloseIdleConnections() }); ok {
+			a.closeGW = c.CloseIdleConnections
 		}
 	}
 	a.catalog = newCatalog(a.gw, cfg.CatalogTTL, cfg.Pins, a.roots, a.now)
@@ -414,6 +420,9 @@ func (a *Agent) run(parent context.Context) error {
 	case <-done:
 	case <-sctx.Done():
 		a.log.Warn("shutdown timed out; some goroutines still running")
+	}
+	if a.closeGW != nil {
+		a.closeGW()
 	}
 	if runErr != ErrHalted {
 		_, _ = a.audit.Append(context.WithoutCancel(parent), a.account, "agent.stop", a.account, nil)

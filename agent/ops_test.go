@@ -418,3 +418,29 @@ func httpStatus(t *testing.T, url string) int {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode
 }
+
+// TestStopClosesGatewayConnections: agents that stop close their kept
+// connections to the gateway. A connection the gateway sees open holds
+// up its graceful shutdown, one that never carried a request (a client
+// dials ahead while another request frees a connection) for 5 seconds.
+func TestStopClosesGatewayConnections(t *testing.T) {
+	n := agenttest.NewNetwork(t, "trondheim", "oslo")
+	tr := n.Nodes["trondheim"]
+	metrics := "http://" + n.Gateway.MetricsAddr().String()
+	open := func() float64 { return metricstest.Scrape(t, metrics)["kurer_gateway_connections_open"] }
+	// A case each way, so each agent has uploaded, polled and acked.
+	res, err := tr.Agent.Send(t.Context(), exampleCase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agenttest.Poll(t, "received at sender", func() bool { return outState(tr.Agent, res.ID) == localapi.StateReceived })
+	if n := open(); n < 2 {
+		t.Fatalf("%v connections open to the gateway, want at least one per agent", n)
+	}
+	for _, name := range []string{"trondheim", "oslo"} {
+		if err := n.Stop(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agenttest.Poll(t, "connections closed", func() bool { return open() == 0 })
+}

@@ -85,6 +85,12 @@ type Client struct {
 	jwks   jwk.Set
 }
 
+// CloseIdleConnections closes the client's kept connections that carry
+// no request now (an agent that stops calls it: a connection the gateway
+// sees open, even one that never carried a request, holds up the
+// gateway's graceful shutdown).
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // New checks cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
 	base, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
