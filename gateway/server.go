@@ -243,7 +243,11 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 // sweeper and closes storage and the audit log.
 func (s *Server) Run(ctx context.Context) error {
 	api := s.newHTTPServer(s.apiHandler())
-	api.ConnState = s.met.connState
+	fresh := newFreshConns()
+	api.ConnState = func(c net.Conn, st http.ConnState) {
+		s.met.connState(c, st)
+		fresh.track(c, st)
+	}
 	servers := []*http.Server{api}
 	errc := make(chan error, 3)
 	serve := func(srv *http.Server, ln net.Listener, useTLS bool) {
@@ -292,7 +296,15 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, srv := range servers {
-		if err := srv.Shutdown(sctx); err != nil {
+		shut := make(chan error, 1)
+		go func() { shut <- srv.Shutdown(sctx) }()
+		var err error
+		if srv == api {
+			err = fresh.closeUntil(shut)
+		} else {
+			err = <-shut
+		}
+		if err != nil {
 			_ = srv.Close()
 		}
 	}
@@ -340,4 +352,49 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Debug("request refused", "route", r.Pattern, "code", string(code), "err", err)
 	}
 	errs.Write(w, err)
+}
+
+// freshConns tracks the API connections that have not yet carried a
+// request (http.StateNew). An HTTP/1.1 client may hold such a connection
+// for long: it dials one for a request that then goes out on another it
+// freed first, and keeps the new one. http.Server.Shutdown counts a new
+// connection as busy for its first 5 seconds, so each would hold a
+// restart up that long; the gateway closes them when it shuts down.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func newFreshConns() *freshConns { return &freshConns{conns: map[net.Conn]struct{}{}} }
+
+// track is an http.Server.ConnState hook.
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+// closeUntil closes the fresh connections every 20 ms (Shutdown closes the
+// listener first; a connection accepted before that may still arrive)
+// until shut delivers Shutdown's result, and returns it.
+func (f *freshConns) closeUntil(shut <-chan error) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		f.mu.Lock()
+		for c := range f.conns {
+			_ = c.Close()
+			delete(f.conns, c)
+		}
+		f.mu.Unlock()
+		select {
+		case err := <-shut:
+			return err
+		case <-t.C:
+		}
+	}
 }
