@@ -380,17 +380,24 @@ func (f *freshConns) track(c net.Conn, st http.ConnState) {
 
 // closeUntil closes the fresh connections every 20 ms (Shutdown closes the
 // listener first; a connection accepted before that may still arrive)
-// until shut delivers Shutdown's result, and returns it.
+// until shut delivers Shutdown's result, and returns it. A request whose
+// headers are still arriving on such a connection is cut, as one a moment
+// later would find the listener closed; clients retry either.
 func (f *freshConns) closeUntil(shut <-chan error) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	var batch []net.Conn
 	for {
 		f.mu.Lock()
 		for c := range f.conns {
-			_ = c.Close()
+			batch = append(batch, c)
 			delete(f.conns, c)
 		}
 		f.mu.Unlock()
+		for _, c := range batch {
+			_ = c.Close()
+		}
+		batch = batch[:0]
 		select {
 		case err := <-shut:
 			return err
