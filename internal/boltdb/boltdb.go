@@ -273,15 +273,11 @@ func (d *DB) run(batch []*request) {
 	start := time.Now()
 	defer func() { d.busy.Add(int64(time.Since(start))) }()
 	if len(batch) == 1 {
-		batch[0].err <- d.bolt.Update(func(tx *bolt.Tx) error {
-			d.fill(tx)
-			return batch[0].fn(tx)
-		})
+		batch[0].err <- d.update(batch[0].fn)
 		return
 	}
 	failed := false
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		d.fill(tx)
+	err := d.update(func(tx *bolt.Tx) error {
 		for _, r := range batch {
 			if err := safeCall(r.fn, tx); err != nil {
 				failed = true
@@ -304,21 +300,21 @@ func (d *DB) run(batch []*request) {
 	}
 	for _, r := range batch {
 		d.commits.Add(1) // each runs again in a transaction of its own
-		r.err <- d.bolt.Update(func(tx *bolt.Tx) error {
-			d.fill(tx)
-			return safeCall(r.fn, tx)
-		})
+		r.err <- d.update(func(tx *bolt.Tx) error { return safeCall(r.fn, tx) })
 	}
 }
 
-// fill sets the fill of the Options.Filled buckets in tx: a bucket's
-// FillPercent lasts one transaction.
-func (d *DB) fill(tx *bolt.Tx) {
-	for _, name := range d.filled {
-		if bk := tx.Bucket(name); bk != nil {
-			bk.FillPercent = 1
+// update runs fn in a read-write transaction with the Options.Filled
+// buckets filled (a bucket's FillPercent lasts one transaction).
+func (d *DB) update(fn func(*bolt.Tx) error) error {
+	return d.bolt.Update(func(tx *bolt.Tx) error {
+		for _, name := range d.filled {
+			if bk := tx.Bucket(name); bk != nil {
+				bk.FillPercent = 1
+			}
 		}
-	}
+		return fn(tx)
+	})
 }
 
 func bytesOf(ss []string) [][]byte {
