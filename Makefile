@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kurer/kurer/internal/cli.Version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build run test test-short test-crash fuzz bench bench-envelope bench-pipeline docs fmt vet clean
+.PHONY: all build run test test-short test-crash fuzz bench bench-envelope bench-gateway bench-pipeline docs fmt vet clean
 
 all: build
 
@@ -44,6 +44,10 @@ bench-envelope: build
 	$(BIN) bench envelope --size 100MiB
 	$(BIN) bench envelope --size 1GiB
 
+bench-gateway: build
+	$(BIN) bench gateway
+
+# The pipeline runs the gateway part as well.
 bench-pipeline: build
 	$(BIN) bench pipeline
 

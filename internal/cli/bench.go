@@ -5,8 +5,8 @@ import "github.com/spf13/cobra"
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Run benchmarks that print figures (envelope, pipeline)",
+		Short: "Run benchmarks that print figures (envelope, gateway, pipeline)",
 	}
-	cmd.AddCommand(newBenchEnvelopeCommand(), newBenchPipelineCommand())
+	cmd.AddCommand(newBenchEnvelopeCommand(), newBenchGatewayCommand(), newBenchPipelineCommand())
 	return cmd
 }

@@ -50,6 +50,10 @@ type benchPipelineOptions struct {
 	openssl    string
 	cpuProfile string
 	skipLarge  bool
+	// The gateway part: the embedded gateway alone with many agents'
+	// traffic (`kurer bench gateway`).
+	gateway     benchGatewayOptions
+	skipGateway bool
 }
 
 func newBenchPipelineCommand() *cobra.Command {
@@ -58,6 +62,12 @@ func newBenchPipelineCommand() *cobra.Command {
 		Use:   "pipeline",
 		Short: "Measure end-to-end throughput, latency, and a large file against standard tools",
 		Long: `Measure the whole pipeline, one part after the other:
+
+ 0. Gateway: the embedded gateway alone, as ` + "`kurer bench gateway`" + `
+    measures it: --gateway-accounts agents' API traffic (submit, long-poll
+    with small envelopes inline, batch acks of messages and notices), peak
+    messages/s and the p99 accept latency at half that rate. Sealing and
+    opening are not part of it.
 
  1. Throughput: --agents sending agents send 10 KiB cases through one
     gateway to --agents receiving agents; every message durable, every
@@ -83,6 +93,8 @@ Needs openssl in PATH, and disk for about 5x --large in --dir.`,
 	f.IntVar(&o.messages, "messages", 2000, "messages in the throughput run")
 	f.StringVar(&o.large, "large", "1GiB", "size of the large case")
 	f.BoolVar(&o.skipLarge, "skip-large", false, "skip the large-file part")
+	f.BoolVar(&o.skipGateway, "skip-gateway", false, "skip the gateway part")
+	o.gateway.flags(cmd, "gateway-")
 	f.StringVar(&o.dir, "dir", "", "work directory (default: a temporary one, removed afterwards)")
 	f.StringVar(&o.openssl, "openssl", "openssl", "openssl binary for the baseline")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the throughput part to this file")
@@ -91,10 +103,11 @@ Needs openssl in PATH, and disk for about 5x --large in --dir.`,
 
 // pipelineResult is what --json prints.
 type pipelineResult struct {
-	Date       time.Time         `json:"date"`
-	Machine    benchMachine      `json:"machine"`
-	Throughput *throughputResult `json:"throughput"`
-	Large      *largeResult      `json:"large,omitempty"`
+	Date       time.Time           `json:"date"`
+	Machine    benchMachine        `json:"machine"`
+	Gateway    *gatewayBenchResult `json:"gateway,omitempty"`
+	Throughput *throughputResult   `json:"throughput"`
+	Large      *largeResult        `json:"large,omitempty"`
 }
 
 type benchMachine struct {
@@ -155,22 +168,30 @@ func (o *benchPipelineOptions) run(cmd *cobra.Command) (err error) {
 	if err != nil {
 		return exitf(ExitUsage, "bench pipeline: %v (run it from the repository)", err)
 	}
-	dir := o.dir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "kurer-bench-pipeline-"); err != nil {
+	if !o.skipGateway {
+		if err := o.gateway.check("gateway-"); err != nil {
 			return err
 		}
-		defer func() {
-			if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
-				err = rerr
-			}
-		}()
 	}
-	dir, _ = filepath.Abs(dir)
+	dir, cleanup, err := benchDir(o.dir, "kurer-bench-pipeline-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := cleanup(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
 	res := pipelineResult{Date: time.Now().UTC(), Machine: benchMachine{CPUs: runtime.NumCPU(), CPU: cpuModel(), MemBytes: memTotal(), Go: runtime.Version()}}
 	out := cmd.OutOrStdout()
 	progress := cmd.ErrOrStderr()
 
+	if !o.skipGateway {
+		res.Gateway, err = benchGateway(ctx, filepath.Join(dir, "gw"), &o.gateway, progress)
+		if err != nil {
+			return fmt.Errorf("bench pipeline: gateway: %w", err)
+		}
+	}
 	fmt.Fprintf(progress, "bench pipeline: throughput, %d+%d agents, %d messages ...\n", o.agents, o.agents, o.messages)
 	res.Throughput, err = benchThroughput(ctx, filepath.Join(dir, "tp"), o, meta, progress)
 	if err != nil {
@@ -190,6 +211,10 @@ func (o *benchPipelineOptions) run(cmd *cobra.Command) (err error) {
 	}
 	t := res.Throughput
 	fmt.Fprintf(out, "kurer bench pipeline  %s  %d CPUs (%s), %s RAM, %s\n\n", res.Date.Format(time.RFC3339), res.Machine.CPUs, res.Machine.CPU, humanBytes(res.Machine.MemBytes&^(1<<20-1)), res.Machine.Go)
+	if res.Gateway != nil {
+		printGatewayBench(out, res.Gateway)
+		fmt.Fprintln(out)
+	}
 	fmt.Fprintf(out, "throughput (in-process gateway and agents, real TLS and bbolt on disk; %d senders -> %d receivers, %d x %s, durable, mottatt receipts verified)\n", t.Agents, t.Agents, t.Messages, humanBytes(int64(t.Size)))
 	fmt.Fprintf(out, "  peak        %8.0f messages/s   p50 %6.1f ms   p99 %6.1f ms   (target >= 2000/s: %s)\n", t.PerSec, t.P50ms, t.P99ms, metWord(t.TargetRate))
 	fmt.Fprintf(out, "  half rate   %8.0f messages/s   p50 %6.1f ms   p99 %6.1f ms   (offered %.0f/s; target p99 <= 100 ms: %s)\n", t.HalfReached, t.HalfP50ms, t.HalfP99ms, t.HalfRate, metWord(t.TargetP99))
@@ -336,6 +361,39 @@ func benchToken() (token, sum string) {
 	return token, hex.EncodeToString(s[:])
 }
 
+// benchAudience is the audience of the bench gateways.
+const benchAudience = "https://kurer-bench.invalid"
+
+// startBenchGateway starts an embedded gateway in dir/gateway (dev PKI in
+// pkiDir, as runDevCerts made it) that runs until runCtx ends (wg waits for
+// it), and registers an account for each of names; it returns the gateway
+// and the accounts' ids.
+func startBenchGateway(ctx, runCtx context.Context, wg *sync.WaitGroup, dir, pkiDir string, names []string, logger *slog.Logger) (*gateway.Server, []string, error) {
+	opToken, opSum := benchToken()
+	gw, err := gateway.New(gateway.Config{
+		ID: "kurer-bench", Audience: benchAudience, Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+		TLSCert: filepath.Join(pkiDir, "gateway.pem"), TLSKey: filepath.Join(pkiDir, "gateway.key"),
+		TrustRoots: []string{filepath.Join(pkiDir, "ca.pem")}, SigningKey: filepath.Join(pkiDir, "gateway-signing.key"),
+		OperatorTokenSHA256: opSum, DataDir: filepath.Join(dir, "gateway"), Dev: true,
+	}, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = gw.Run(runCtx) }()
+	admin, err := benchAdmin(pkiDir, "https://"+gw.AdminAddr().String(), opToken)
+	if err != nil {
+		return nil, nil, err
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	ids, err := benchRegister(rctx, admin, pkiDir, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return gw, ids, nil
+}
+
 // benchThroughput runs the in-process throughput part.
 func benchThroughput(ctx context.Context, dir string, o *benchPipelineOptions, meta map[string]any, progress io.Writer) (*throughputResult, error) {
 	pkiDir := filepath.Join(dir, "pki")
@@ -350,26 +408,7 @@ func benchThroughput(ctx context.Context, dir string, o *benchPipelineOptions, m
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	opToken, opSum := benchToken()
-	const audience = "https://kurer-bench.invalid"
-	gw, err := gateway.New(gateway.Config{
-		ID: "kurer-bench", Audience: audience, Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
-		TLSCert: filepath.Join(pkiDir, "gateway.pem"), TLSKey: filepath.Join(pkiDir, "gateway.key"),
-		TrustRoots: []string{filepath.Join(pkiDir, "ca.pem")}, SigningKey: filepath.Join(pkiDir, "gateway-signing.key"),
-		OperatorTokenSHA256: opSum, DataDir: filepath.Join(dir, "gateway"), Dev: true,
-	}, logger)
-	if err != nil {
-		return nil, err
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = gw.Run(runCtx) }()
-	admin, err := benchAdmin(pkiDir, "https://"+gw.AdminAddr().String(), opToken)
-	if err != nil {
-		return nil, err
-	}
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-	ids, err := benchRegister(rctx, admin, pkiDir, names)
-	rcancel()
+	gw, ids, err := startBenchGateway(ctx, runCtx, &wg, dir, pkiDir, names, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +421,7 @@ func benchThroughput(ctx context.Context, dir string, o *benchPipelineOptions, m
 		}
 		a, err := agent.New(agent.Config{
 			Account: ids[i], DataDir: filepath.Join(dir, n), Dev: true,
-			Gateway:    agent.GatewayConfig{URL: "https://" + gw.Addr().String(), CAFile: filepath.Join(pkiDir, "ca.pem"), Audience: audience},
+			Gateway:    agent.GatewayConfig{URL: "https://" + gw.Addr().String(), CAFile: filepath.Join(pkiDir, "ca.pem"), Audience: benchAudience},
 			Keys:       []agent.KeyConfig{{Cert: filepath.Join(pkiDir, n+".pem"), Key: filepath.Join(pkiDir, n+".key")}},
 			TrustRoots: []string{filepath.Join(pkiDir, "ca.pem")},
 			LocalAPI:   agent.LocalAPIConfig{Listen: "127.0.0.1:0", TokenFile: tf},

@@ -22,13 +22,17 @@ func TestBenchOrgNumbersValid(t *testing.T) {
 // load (the large-file part execs the kurer binary, which a test binary is
 // not; the crash suite covers real processes).
 func TestBenchPipelineThroughput(t *testing.T) {
-	out, errOut, code := runCLI(t.Context(), "bench", "pipeline", "--json", "--skip-large", "--agents", "1", "--messages", "6", "--dir", t.TempDir())
+	out, errOut, code := runCLI(t.Context(), "bench", "pipeline", "--json", "--skip-large", "--agents", "1", "--messages", "6",
+		"--gateway-accounts", "2", "--gateway-workers", "2", "--gateway-messages", "4", "--dir", t.TempDir())
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
 	var res pipelineResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+	if g := res.Gateway; g == nil || g.Accounts != 2 || g.Messages != 4 || g.PerSec <= 0 {
+		t.Fatalf("no gateway part: %s", out)
 	}
 	tp := res.Throughput
 	if tp == nil || !tp.InProcess || tp.Messages != 6 || tp.PerSec <= 0 || tp.P50ms <= 0 || tp.P99ms < tp.P50ms || tp.HalfP99ms <= 0 || res.Large != nil {
