@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -39,17 +37,9 @@ import (
 // msgs/s counts the messages only.
 func BenchmarkSubmitDeliverAck(b *testing.B) {
 	e := gatewaytest.New(b, nil)
-	// The runtime settings `kurer gateway serve` makes, unless the
-	// environment sets them (for A/B runs).
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(gateway.DefaultGCPercent))
-	}
-	if os.Getenv("GOMAXPROCS") == "" {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(gateway.DefaultMaxProcs()))
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(gateway.DefaultMemoryLimit))
-	}
+	// The runtime settings `kurer gateway serve` makes by default, unless
+	// the environment sets them (for A/B runs).
+	defer gateway.SetRuntime(gateway.Config{})()
 	senders, receivers := []string{"oslo", "trondheim"}, []string{"bergen"}
 	if n := benchAccounts(); n > 0 {
 		if n < 2 || n > benchWorkers() {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -136,6 +138,44 @@ const DefaultMemoryLimit = 1 << 30
 // runtime sees (its own GOMAXPROCS default, which respects container
 // limits), at least 4.
 func DefaultMaxProcs() int { return max(4, 2*runtime.NumCPU()) }
+
+// SetRuntime sets the Go runtime's GC target, GOMAXPROCS and memory
+// limit to c's GCPercent, MaxProcs and MemoryLimit (their defaults where
+// zero), each unless the environment sets it (GOGC, GOMAXPROCS,
+// GOMEMLIMIT: the operator's setting wins), as `kurer gateway serve` does.
+// It returns a function that puts back what it changed.
+func SetRuntime(c Config) (restore func()) {
+	var undo []func()
+	if os.Getenv("GOGC") == "" {
+		gc := c.GCPercent
+		if gc == 0 {
+			gc = DefaultGCPercent
+		}
+		old := debug.SetGCPercent(gc)
+		undo = append(undo, func() { debug.SetGCPercent(old) })
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		n := c.MaxProcs
+		if n == 0 {
+			n = DefaultMaxProcs()
+		}
+		old := runtime.GOMAXPROCS(n)
+		undo = append(undo, func() { runtime.GOMAXPROCS(old) })
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		lim := int64(c.MemoryLimit)
+		if lim == 0 {
+			lim = DefaultMemoryLimit
+		}
+		old := debug.SetMemoryLimit(lim)
+		undo = append(undo, func() { debug.SetMemoryLimit(old) })
+	}
+	return func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+}
 
 // ByteSize is a size in bytes; YAML accepts "5GiB", "64MiB", "512KiB" or a
 // number.

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -74,5 +76,44 @@ func TestConfigMaxProcs(t *testing.T) {
 	c.MaxProcs = -1
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_procs") {
 		t.Fatalf("negative: %v", err)
+	}
+}
+
+// TestSetRuntime: the settings reach the runtime (defaults for zero
+// values), the environment's win, and restore puts back what was there.
+// Not parallel: it changes process-wide settings.
+func TestSetRuntime(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMAXPROCS", "")
+	t.Setenv("GOMEMLIMIT", "")
+	gc0, procs0, lim0 := debug.SetGCPercent(-1), runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1)
+	debug.SetGCPercent(gc0)
+	t.Cleanup(func() { debug.SetGCPercent(gc0); runtime.GOMAXPROCS(procs0); debug.SetMemoryLimit(lim0) })
+
+	restore := SetRuntime(Config{GCPercent: 321, MaxProcs: 7, MemoryLimit: 300 << 20})
+	gc := debug.SetGCPercent(321)
+	if gc != 321 || runtime.GOMAXPROCS(0) != 7 || debug.SetMemoryLimit(-1) != 300<<20 {
+		t.Fatalf("set: gc %d, procs %d, limit %d", gc, runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1))
+	}
+	restore()
+	if gc := debug.SetGCPercent(gc0); gc != gc0 || runtime.GOMAXPROCS(0) != procs0 || debug.SetMemoryLimit(-1) != lim0 {
+		t.Fatalf("restore: gc %d, procs %d, limit %d; want %d, %d, %d", gc, runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1), gc0, procs0, lim0)
+	}
+
+	restore = SetRuntime(Config{})
+	gc = debug.SetGCPercent(DefaultGCPercent)
+	if gc != DefaultGCPercent || runtime.GOMAXPROCS(0) != DefaultMaxProcs() || debug.SetMemoryLimit(-1) != DefaultMemoryLimit {
+		t.Fatalf("defaults: gc %d, procs %d, limit %d", gc, runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1))
+	}
+	restore()
+
+	// The operator's environment wins: nothing is changed.
+	t.Setenv("GOGC", "100")
+	t.Setenv("GOMAXPROCS", "2")
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	restore = SetRuntime(Config{GCPercent: 321, MaxProcs: 7, MemoryLimit: 300 << 20})
+	defer restore()
+	if gc := debug.SetGCPercent(gc0); gc != gc0 || runtime.GOMAXPROCS(0) != procs0 || debug.SetMemoryLimit(-1) != lim0 {
+		t.Fatalf("environment set: gc %d, procs %d, limit %d; want %d, %d, %d", gc, runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1), gc0, procs0, lim0)
 	}
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -79,21 +77,15 @@ open loop at half the peak for the p99 accept latency there.`,
 			if err != nil {
 				return err
 			}
-			defer func() {
-				if cerr := cleanup(); cerr != nil && err == nil {
-					err = cerr
-				}
-			}()
-			m := benchMachine{CPUs: runtime.NumCPU(), CPU: cpuModel(), MemBytes: memTotal(), Go: runtime.Version()}
+			defer cleanup(&err)
+			m := thisMachine()
 			res, err := benchGateway(cmd.Context(), dir, o, cmd.ErrOrStderr())
 			if err != nil {
 				return fmt.Errorf("bench gateway: %w", err)
 			}
 			out := cmd.OutOrStdout()
 			if o.json {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return writeJSON(out, struct {
 					Date    time.Time           `json:"date"`
 					Machine benchMachine        `json:"machine"`
 					Gateway *gatewayBenchResult `json:"gateway"`
@@ -110,17 +102,27 @@ open loop at half the peak for the p99 accept latency there.`,
 	return cmd
 }
 
-// benchDir returns dir, or a new temporary directory and its removal.
-func benchDir(dir, pattern string) (string, func() error, error) {
+// benchDir returns dir (absolute), or a new temporary directory and a
+// cleanup that removes it, setting *err if that fails and *err is nil.
+func benchDir(dir, pattern string) (string, func(err *error), error) {
 	if dir != "" {
 		abs, err := filepath.Abs(dir)
-		return abs, func() error { return nil }, err
+		return abs, func(*error) {}, err
 	}
 	dir, err := os.MkdirTemp("", pattern)
 	if err != nil {
 		return "", nil, err
 	}
-	return dir, func() error { return os.RemoveAll(dir) }, nil
+	return dir, func(err *error) {
+		if rerr := os.RemoveAll(dir); rerr != nil && *err == nil {
+			*err = rerr
+		}
+	}, nil
+}
+
+// thisMachine describes the machine a benchmark runs on.
+func thisMachine() benchMachine {
+	return benchMachine{CPUs: runtime.NumCPU(), CPU: cpuModel(), MemBytes: memTotal(), Go: runtime.Version()}
 }
 
 // gatewayBenchResult is the gateway part's figures (JSON as printed by
@@ -179,17 +181,8 @@ func benchGateway(ctx context.Context, dir string, o *benchGatewayOptions, progr
 	if err := runDevCerts(io.Discard, devCertsOptions{out: pkiDir, accounts: names, keyType: string(pki.RSA3072)}); err != nil {
 		return nil, err
 	}
-	// The runtime settings `kurer gateway serve` makes, unless the
-	// environment sets them; restored afterwards.
-	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(gateway.DefaultGCPercent))
-	}
-	if os.Getenv("GOMAXPROCS") == "" {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(gateway.DefaultMaxProcs()))
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(gateway.DefaultMemoryLimit))
-	}
+	// The runtime settings `kurer gateway serve` makes by default.
+	defer gateway.SetRuntime(gateway.Config{})()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

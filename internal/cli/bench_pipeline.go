@@ -177,12 +177,8 @@ func (o *benchPipelineOptions) run(cmd *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := cleanup(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-	res := pipelineResult{Date: time.Now().UTC(), Machine: benchMachine{CPUs: runtime.NumCPU(), CPU: cpuModel(), MemBytes: memTotal(), Go: runtime.Version()}}
+	defer cleanup(&err)
+	res := pipelineResult{Date: time.Now().UTC(), Machine: thisMachine()}
 	out := cmd.OutOrStdout()
 	progress := cmd.ErrOrStderr()
 
@@ -205,9 +201,7 @@ func (o *benchPipelineOptions) run(cmd *cobra.Command) (err error) {
 		}
 	}
 	if o.json {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return writeJSON(out, res)
 	}
 	t := res.Throughput
 	fmt.Fprintf(out, "kurer bench pipeline  %s  %d CPUs (%s), %s RAM, %s\n\n", res.Date.Format(time.RFC3339), res.Machine.CPUs, res.Machine.CPU, humanBytes(res.Machine.MemBytes&^(1<<20-1)), res.Machine.Go)

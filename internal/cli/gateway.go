@@ -112,15 +112,7 @@ func (o *gatewayServeOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil)).With("component", "gateway")
-	if os.Getenv("GOGC") == "" { // the operator's GOGC wins
-		debug.SetGCPercent(cfg.GCPercent)
-	}
-	if os.Getenv("GOMAXPROCS") == "" { // and GOMAXPROCS
-		runtime.GOMAXPROCS(cfg.MaxProcs)
-	}
-	if os.Getenv("GOMEMLIMIT") == "" { // and GOMEMLIMIT
-		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
-	}
+	gateway.SetRuntime(cfg) // the operator's GOGC, GOMAXPROCS and GOMEMLIMIT win
 	srv, err := gateway.New(cfg, logger)
 	if err != nil {
 		return fmt.Errorf("start gateway: %w", err)

@@ -121,34 +121,20 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	defer cancel(nil)
 	fail := func(err error) { cancel(err) }
 
-	// Senders connect and fetch their access tokens (an RSA signature
-	// each) before the clock starts, as long-running agents have.
-	senders := make([]*client.Client, c.Workers)
-	for w := range senders {
-		sc, err := c.Senders[w%len(c.Senders)].NewClient(0)
-		if err != nil {
-			return Result{}, err
-		}
-		defer sc.CloseIdleConnections()
-		if _, err := sc.Token(ctx); err != nil {
-			return Result{}, fmt.Errorf("gwload: token: %w", err)
-		}
-		senders[w] = sc
+	// Every worker connects and fetches its access token (an RSA
+	// signature) before the clock starts, as long-running agents have;
+	// receivers take small envelopes inline in the poll answer, as agents
+	// do.
+	senders, err := connect(ctx, c.Senders, c.Workers, 0)
+	if err != nil {
+		return Result{}, err
 	}
-	receivers := make([]*client.Client, c.Workers)
-	for w := range receivers {
-		// Each its own connection, and small envelopes inline in the
-		// poll answer, as agents have.
-		rc, err := c.Receivers[w%len(c.Receivers)].NewClient(InlineLimit)
-		if err != nil {
-			return Result{}, err
-		}
-		defer rc.CloseIdleConnections()
-		if _, err := rc.Token(ctx); err != nil {
-			return Result{}, fmt.Errorf("gwload: token: %w", err)
-		}
-		receivers[w] = rc
+	defer closeAll(senders)
+	receivers, err := connect(ctx, c.Receivers, c.Workers, InlineLimit)
+	if err != nil {
+		return Result{}, err
 	}
+	defer closeAll(receivers)
 
 	var (
 		res      Result
@@ -275,6 +261,32 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	res.NoticesAcked = notices.Load()
 	res.Polls = polls.Load()
 	return res, nil
+}
+
+// connect returns workers clients, worker w's of accounts[w mod len],
+// each holding its access token.
+func connect(ctx context.Context, accounts []Account, workers int, pollInline int64) ([]*client.Client, error) {
+	cs := make([]*client.Client, workers)
+	for w := range cs {
+		cl, err := accounts[w%len(accounts)].NewClient(pollInline)
+		if err != nil {
+			closeAll(cs[:w])
+			return nil, err
+		}
+		cs[w] = cl
+		if _, err := cl.Token(ctx); err != nil {
+			closeAll(cs[:w+1])
+			return nil, fmt.Errorf("gwload: token: %w", err)
+		}
+	}
+	return cs, nil
+}
+
+// closeAll closes the clients' kept connections.
+func closeAll(cs []*client.Client) {
+	for _, cl := range cs {
+		cl.CloseIdleConnections()
+	}
 }
 
 // receive is one receiving worker: it polls, takes the poll's messages
