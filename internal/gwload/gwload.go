@@ -117,9 +117,8 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if ackTimeout <= 0 {
 		ackTimeout = 2 * time.Minute
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	fail := func(err error) { cancel(err) }
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 
 	// Every worker connects and fetches its access token (an RSA
 	// signature) before the clock starts, as long-running agents have;
@@ -137,13 +136,12 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	defer closeAll(receivers)
 
 	var (
-		res      Result
-		acked    atomic.Int64
-		notices  atomic.Int64
-		polls    atomic.Int64
-		total    = int64(c.Messages)
-		recvDone = make(chan struct{})
-		recvWG   sync.WaitGroup
+		res     Result
+		acked   = newAckCount(int64(c.Messages))
+		notices atomic.Int64
+		polls   atomic.Int64
+		total   = int64(c.Messages)
+		recvWG  sync.WaitGroup
 	)
 	rctx, rcancel := context.WithCancel(ctx)
 	defer func() { rcancel(); recvWG.Wait() }()
@@ -156,10 +154,8 @@ func Run(ctx context.Context, c Config) (Result, error) {
 					polls.Add(1)
 				}
 				notices.Add(nots)
-				if msgs > 0 && acked.Add(msgs) == total {
-					close(recvDone)
-				}
-			}, func() bool { return acked.Load() >= total })
+				acked.add(msgs)
+			}, acked.reached)
 			if err != nil {
 				fail(err)
 			}
@@ -247,11 +243,11 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	}
 	wg.Wait()
 	select {
-	case <-recvDone:
+	case <-acked.done:
 	case <-ctx.Done():
 		return Result{}, context.Cause(ctx)
 	case <-time.After(ackTimeout):
-		return Result{}, fmt.Errorf("gwload: only %d of %d acked after %s", acked.Load(), total, ackTimeout)
+		return Result{}, fmt.Errorf("gwload: only %d of %d acked after %s", acked.n.Load(), total, ackTimeout)
 	}
 	res.Elapsed = time.Since(start)
 	res.Messages = c.Messages
@@ -262,6 +258,32 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	res.Polls = polls.Load()
 	return res, nil
 }
+
+// ackCount counts acked messages towards total; done is closed once the
+// count reaches it.
+type ackCount struct {
+	n     atomic.Int64
+	total int64
+	done  chan struct{}
+}
+
+func newAckCount(total int64) *ackCount {
+	return &ackCount{total: total, done: make(chan struct{})}
+}
+
+// add counts k more. The add that crosses total closes done, once: an ack
+// repeated after a lease ran out (the gateway answers it as done) counts
+// again, so the count may jump past total.
+func (a *ackCount) add(k int64) {
+	if k <= 0 {
+		return
+	}
+	if n := a.n.Add(k); n >= a.total && n-k < a.total {
+		close(a.done)
+	}
+}
+
+func (a *ackCount) reached() bool { return a.n.Load() >= a.total }
 
 // connect returns workers clients, worker w's of accounts[w mod len],
 // each holding its access token.
