@@ -150,6 +150,21 @@ func TestSubmitIdempotentAndConflict(t *testing.T) {
 	r2.ID = r.ID
 	_, err = oslo.Submit(t.Context(), r2, bytes.NewReader(other))
 	gatewaytest.WantCode(t, err, errs.Conflict)
+	// The same id and bytes with any other routing is a conflict too: the
+	// first answer would tell the sender that this submit was accepted.
+	for name, mod := range map[string]func(*api.Routing){
+		"receiver":     func(r *api.Routing) { r.To = e.IDs["trondheim"] },
+		"expiry":       func(r *api.Routing) { r.Expires = r.Expires.Add(time.Hour) },
+		"conversation": func(r *api.Routing) { r.Conversation = "0190b3a2-7d1e-7c3a-9f00-000000000001" },
+		"in reply to":  func(r *api.Routing) { r.InReplyTo = "0190b3a2-7d1e-7c3a-9f00-000000000002" },
+	} {
+		r3 := r
+		mod(&r3)
+		_, err = oslo.Submit(t.Context(), r3, bytes.NewReader(body))
+		if errs.CodeOf(err) != errs.Conflict {
+			t.Errorf("same id and bytes, other %s: %v, want %s", name, err, errs.Conflict)
+		}
+	}
 	// Exactly one delivery for the id.
 	items := gatewaytest.PollUntil(t, e.Client("bergen"), 1)
 	more, _ := e.Client("bergen").Poll(t.Context(), 0, 10)

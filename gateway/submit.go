@@ -182,9 +182,9 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // answerExisting answers a submit of a known id: the same answer for the
-// same content, a conflict otherwise.
+// same routing and content, a conflict otherwise.
 func (s *Server) answerExisting(w http.ResponseWriter, r *http.Request, it store.Item, rt api.Routing) {
-	if it.Kind != api.KindMessage || it.Routing.From != rt.From || it.Routing.Digest != rt.Digest || it.Routing.Size != rt.Size {
+	if it.Kind != api.KindMessage || !it.Routing.SameSubmit(rt) {
 		s.refuse(w, r, errs.New(errs.Conflict, nil))
 		return
 	}

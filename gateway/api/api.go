@@ -125,6 +125,17 @@ type Routing struct {
 	InReplyTo    string    `json:"in_reply_to,omitempty"`
 }
 
+// SameSubmit reports whether o repeats the submit r: every routing field
+// equal. Submit is idempotent only for such a repeat; the same bytes with
+// another receiver, type, expiry or reference are a conflict, not the
+// first submit's answer (which would tell the sender that a message it
+// never sent was accepted).
+func (r Routing) SameSubmit(o Routing) bool {
+	return r.ID == o.ID && r.From == o.From && r.To == o.To && r.Type == o.Type &&
+		r.Expires.Equal(o.Expires) && r.Size == o.Size && r.Digest == o.Digest &&
+		r.Conversation == o.Conversation && r.InReplyTo == o.InReplyTo
+}
+
 // SubmitResponse answers an accepted submit (201 first time, 200 for an
 // idempotent repeat with the same digest).
 type SubmitResponse struct {

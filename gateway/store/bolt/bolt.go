@@ -712,7 +712,7 @@ func (b *Backend) StartUpload(ctx context.Context, r api.Routing, now time.Time)
 			if err := json.Unmarshal(old, &u); err != nil {
 				return err
 			}
-			if u.Routing.Digest != r.Digest || u.Routing.Size != r.Size || u.Routing.From != r.From {
+			if !u.Routing.SameSubmit(r) {
 				return store.ErrExists
 			}
 			return nil

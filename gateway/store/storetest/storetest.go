@@ -544,6 +544,16 @@ func testUploads(t *testing.T, open Opener) {
 	if _, err := b.StartUpload(ctx, other, t0); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("upload with other digest: %v", err)
 	}
+	other = it.Routing
+	other.To = "someone-else"
+	if _, err := b.StartUpload(ctx, other, t0); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("upload with other receiver: %v", err)
+	}
+	other = it.Routing
+	other.Expires = other.Expires.Add(time.Hour)
+	if _, err := b.StartUpload(ctx, other, t0); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("upload with other expiry: %v", err)
+	}
 	if err := os.WriteFile(p1, []byte("part"), 0o600); err != nil {
 		t.Fatal(err)
 	}
