@@ -86,6 +86,11 @@ type Config struct {
 	// message in a terminal state is kept for status queries. Default
 	// 720h (30 days). 0 in YAML means the default; negative keeps forever.
 	RecordRetention time.Duration `yaml:"record_retention"`
+	// UploadTTL: a partial upload (a large envelope whose connection was
+	// cut) is kept this long after it started for the sender to resume,
+	// or until its routing expires if that is sooner; then its bytes are
+	// deleted and a later PUT starts from zero. Default 24h.
+	UploadTTL time.Duration `yaml:"upload_ttl"`
 
 	// BodyIdleTimeout: an upload or download that moves no byte for this
 	// long is cut (slow-loris). Default 60s.
@@ -250,6 +255,7 @@ func (c *Config) Validate() error {
 	def(&c.MaxPollWait, 60*time.Second)
 	def(&c.SweepInterval, time.Second)
 	def(&c.RecordRetention, 720*time.Hour)
+	def(&c.UploadTTL, 24*time.Hour)
 	def(&c.BodyIdleTimeout, 60*time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
@@ -298,7 +304,7 @@ func (c *Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"token_lifetime": c.TokenLifetime, "clock_skew": c.ClockSkew, "lease_timeout": c.LeaseTimeout,
-		"max_poll_wait": c.MaxPollWait, "sweep_interval": c.SweepInterval, "body_idle_timeout": c.BodyIdleTimeout,
+		"max_poll_wait": c.MaxPollWait, "sweep_interval": c.SweepInterval, "body_idle_timeout": c.BodyIdleTimeout, "upload_ttl": c.UploadTTL,
 		"read_header_timeout": c.ReadHeaderTimeout, "idle_timeout": c.IdleTimeout, "shutdown_timeout": c.ShutdownTimeout,
 	} {
 		if d < 0 {

@@ -15,12 +15,17 @@ const sweepBatch = 500
 // sweeper runs every SweepInterval until ctx ends: it returns ended leases
 // to their mailboxes (or dead-letters a message out of attempts), expires
 // every message past its expiry wherever it sits, purges old records and
-// forgets old access tokens.
+// forgets old access tokens; every minute it drops stale partial uploads.
 func (s *Server) sweeper(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
+	var uploadsSwept time.Time
 	for {
 		s.sweep(ctx)
+		if now := s.now().UTC(); now.Sub(uploadsSwept) >= uploadSweepEvery {
+			uploadsSwept = now
+			s.sweepUploads(ctx, now)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -67,6 +72,38 @@ func (s *Server) sweep(ctx context.Context) {
 		}
 	}
 	s.tokens.sweep(now.Add(-10 * time.Minute))
+}
+
+// uploadSweepEvery spaces the sweeps of partial uploads: they are kept
+// for hours, and each sweep reads them all.
+const uploadSweepEvery = time.Minute
+
+// sweepUploads deletes partial uploads whose routing expired (they can
+// never be accepted) or that were started more than UploadTTL ago, so that
+// abandoned uploads do not fill the disk. An upload whose bytes are
+// arriving right now is left for the next sweep.
+func (s *Server) sweepUploads(ctx context.Context, now time.Time) {
+	ids, err := s.st.StaleUploads(ctx, now, now.Add(-s.cfg.UploadTTL), sweepBatch)
+	if err != nil {
+		s.log.Error("sweep uploads", "err", err)
+		return
+	}
+	dropped := 0
+	for _, id := range ids {
+		if !s.lockUpload(id) {
+			continue
+		}
+		err := s.st.DropUpload(ctx, id)
+		s.unlockUpload(id)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("drop stale upload", "id", id, "err", err)
+			continue
+		}
+		dropped++
+	}
+	if dropped > 0 {
+		s.log.Info("dropped stale partial uploads", "count", dropped)
+	}
 }
 
 func (s *Server) endLease(ctx context.Context, it store.Item, now time.Time) {

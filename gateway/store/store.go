@@ -240,6 +240,10 @@ type Store interface {
 	Upload(ctx context.Context, id string) (Upload, string, error)
 	// DropUpload forgets a partial upload and removes its bytes.
 	DropUpload(ctx context.Context, id string) error
+	// StaleUploads lists the ids of partial uploads that can never be
+	// completed or were abandoned: their routing expired at or before now,
+	// or they were started before startedBefore; at most limit.
+	StaleUploads(ctx context.Context, now, startedBefore time.Time, limit int) ([]string, error)
 
 	// Accept records a message in state accepted and puts it into its
 	// receiver's mailbox, atomically and durably, with its accepted

@@ -738,6 +738,27 @@ func (b *Backend) Upload(_ context.Context, id string) (store.Upload, string, er
 	return u, filepath.Join(b.partialDir, id), err
 }
 
+// StaleUploads implements store.Store. Partial uploads are few (only
+// envelopes above the inline limit, while their bytes arrive), so it reads
+// them all.
+func (b *Backend) StaleUploads(_ context.Context, now, startedBefore time.Time, limit int) ([]string, error) {
+	var ids []string
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bUploads).Cursor()
+		for k, v := c.First(); k != nil && len(ids) < limit; k, v = c.Next() {
+			var u store.Upload
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("upload %q: %w", k, err)
+			}
+			if !u.Routing.Expires.After(now) || u.Created.Before(startedBefore) {
+				ids = append(ids, string(k))
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
 // DropUpload implements store.Store.
 func (b *Backend) DropUpload(ctx context.Context, id string) error {
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {

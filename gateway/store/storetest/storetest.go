@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -553,6 +554,43 @@ func testUploads(t *testing.T, open Opener) {
 	other.Expires = other.Expires.Add(time.Hour)
 	if _, err := b.StartUpload(ctx, other, t0); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("upload with other expiry: %v", err)
+	}
+	// Stale: routing expired, or started too long ago.
+	expiring := Message("s", "r", t0.Add(time.Minute), t0)
+	if _, err := b.StartUpload(ctx, expiring.Routing, t0); err != nil {
+		t.Fatal(err)
+	}
+	late := Message("s", "r", t0.Add(48*time.Hour), t0)
+	if _, err := b.StartUpload(ctx, late.Routing, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	stale := func(now, startedBefore time.Time, limit int) []string {
+		t.Helper()
+		ids, err := b.StaleUploads(ctx, now, startedBefore, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	if got := stale(t0, t0, 10); len(got) != 0 {
+		t.Fatalf("stale uploads at the start: %v", got)
+	}
+	if got := stale(t0.Add(time.Minute), t0, 10); !slices.Equal(got, []string{expiring.Routing.ID}) {
+		t.Fatalf("stale once one's routing expired: %v, want [%s]", got, expiring.Routing.ID)
+	}
+	want := []string{it.Routing.ID, expiring.Routing.ID}
+	slices.Sort(want)
+	if got := stale(t0, t0.Add(time.Hour), 10); !slices.Equal(got, want) {
+		t.Fatalf("stale by start time: %v, want %v", got, want)
+	}
+	if got := stale(t0.Add(72*time.Hour), t0, 2); len(got) != 2 {
+		t.Fatalf("limit 2: %v", got)
+	}
+	for _, id := range []string{expiring.Routing.ID, late.Routing.ID} {
+		if err := b.DropUpload(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(p1, []byte("part"), 0o600); err != nil {
 		t.Fatal(err)
