@@ -50,8 +50,8 @@ func AuditJournal(c store.Change) []store.AuditEntry {
 	}
 	switch c.Op {
 	case store.ChangeAccepted:
-		return one(it.Routing.From, "message.accepted", id, map[string]string{
-			"to": it.Routing.To, "type": it.Routing.Type, "size": strconv.FormatInt(it.Routing.Size, 10), "digest": it.Routing.Digest})
+		return one(it.Routing.From, "message.accepted", id, withNotice(map[string]string{
+			"to": it.Routing.To, "type": it.Routing.Type, "size": strconv.FormatInt(it.Routing.Size, 10), "digest": it.Routing.Digest}))
 	case store.ChangeLeased:
 		return one(it.Owner, "message.leased", id, map[string]string{"attempt": strconv.Itoa(it.Attempts)})
 	case store.ChangeDelivered:

@@ -44,7 +44,7 @@ func TestShipUnrecordableEntry(t *testing.T) {
 	now := time.Now().UTC()
 	for _, id := range []string{"m-1", "m-bad", "m-2"} {
 		rt := api.Routing{ID: id, From: "s", To: "r", Type: "t", Expires: now.Add(time.Hour), Size: 1, Digest: "d"}
-		if _, err := b.Accept(t.Context(), store.Item{Routing: rt, AcceptedAt: now}, store.Payload{Inline: []byte("x")}); err != nil {
+		if _, err := b.Accept(t.Context(), store.Item{Routing: rt, AcceptedAt: now}, store.Payload{Inline: []byte("x")}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -144,7 +144,7 @@ func TestAuditJournalResumesExactlyOnce(t *testing.T) {
 		body := []byte("ciphertext " + strconv.Itoa(i))
 		rt := e.Routing("oslo", "bergen", body)
 		ids = append(ids, rt.ID)
-		if _, err := b.Accept(ctx, store.Item{Routing: rt, AcceptedAt: time.Now().UTC()}, store.Payload{Inline: body}); err != nil {
+		if _, err := b.Accept(ctx, store.Item{Routing: rt, AcceptedAt: time.Now().UTC()}, store.Payload{Inline: body}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -36,7 +36,7 @@ func TestMetricsByValue(t *testing.T) {
 		`kurer_gateway_transitions_total{state="accepted",type="` + typ + `"}`:  2,
 		`kurer_gateway_transitions_total{state="delivered",type="` + typ + `"}`: 1,
 		`kurer_gateway_mailbox_depth{account="` + bergenID + `"}`:               1, // the leased one
-		`kurer_gateway_mailbox_depth{account="` + osloID + `"}`:                 1, // the delivered notice
+		`kurer_gateway_mailbox_depth{account="` + osloID + `"}`:                 3, // two accepted notices, one delivered
 		`kurer_gateway_delivery_latency_seconds_count`:                          1,
 	} {
 		if got, ok := m[series]; !ok || got != want {

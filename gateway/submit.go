@@ -371,7 +371,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, rt api.Routing, 
 		return
 	}
 	it := store.Item{Routing: rt, Receipt: n.JWS, AcceptedAt: now}
-	got, err := s.st.Accept(r.Context(), it, p)
+	// The receipt is also the accepted notice in the sender's mailbox,
+	// for a sender that lost the answer (or reads all outcomes there).
+	got, err := s.st.Accept(r.Context(), it, p, n)
 	if errors.Is(err, store.ErrExists) {
 		if p.SpoolFile != "" {
 			_ = s.st.DropUpload(r.Context(), rt.ID)

@@ -247,9 +247,11 @@ type Store interface {
 
 	// Accept records a message in state accepted and puts it into its
 	// receiver's mailbox, atomically and durably, with its accepted
-	// receipt. If the id exists, it returns the existing item and
-	// ErrExists and takes nothing (the caller removes its spool file).
-	Accept(ctx context.Context, it Item, p Payload) (Item, error)
+	// receipt, and n (the accepted notice; nil for none) into its
+	// sender's mailbox in the same transaction. If the id exists, it
+	// returns the existing item and ErrExists and takes nothing (the
+	// caller removes its spool file).
+	Accept(ctx context.Context, it Item, p Payload, n *Notice) (Item, error)
 	// Item returns a message or notice by id.
 	Item(ctx context.Context, id string) (Item, error)
 	// Payload opens a message's ciphertext (ErrNotFound once deleted).

@@ -776,7 +776,7 @@ func (b *Backend) DropUpload(ctx context.Context, id string) error {
 // ---- messages ----
 
 // Accept implements store.Store.
-func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (store.Item, error) {
+func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload, n *store.Notice) (store.Item, error) {
 	id := it.Routing.ID
 	// A resubmit is answered from the stored record; a new id (the usual
 	// case) costs only a key lookup here, no decode.
@@ -829,7 +829,10 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 				return err
 			}
 		}
-		return b.journalMessage(tx, store.ChangeAccepted, r, nil, "")
+		if err := addNotice(tx, r, n, it.AcceptedAt); err != nil {
+			return err
+		}
+		return b.journalMessage(tx, store.ChangeAccepted, r, n, "")
 	})
 	if err != nil {
 		if dst != "" {
@@ -841,6 +844,9 @@ func (b *Backend) Accept(ctx context.Context, it store.Item, p store.Payload) (s
 		return store.Item{}, err
 	}
 	b.notify(it.Routing.To)
+	if n != nil {
+		b.notify(it.Routing.From)
+	}
 	return stored.Item, nil // built here, not read from the map: safe to keep
 }
 

@@ -674,7 +674,7 @@ func TestInlinePayloadBySeq(t *testing.T) {
 	b := openT(t)
 	ctx := t.Context()
 	it := store.Item{Routing: api.Routing{ID: "m-seq", From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 3, Digest: "d"}, AcceptedAt: ct0}
-	stored, err := b.Accept(ctx, it, store.Payload{Inline: []byte("abc")})
+	stored, err := b.Accept(ctx, it, store.Payload{Inline: []byte("abc")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -753,7 +753,7 @@ func TestInlinePayloadOwnPages(t *testing.T) {
 	accept := func(i int, size int) uint64 {
 		before := b.WriterStats().Bytes
 		it := store.Item{Routing: api.Routing{ID: fmt.Sprintf("m-%03d", i), From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: int64(size), Digest: "d"}, AcceptedAt: ct0}
-		if _, err := b.Accept(ctx, it, store.Payload{Inline: make([]byte, size)}); err != nil {
+		if _, err := b.Accept(ctx, it, store.Payload{Inline: make([]byte, size)}, nil); err != nil {
 			t.Fatal(err)
 		}
 		return (b.WriterStats().Bytes - before) / page
@@ -785,7 +785,7 @@ func TestStateUpdatesSharePages(t *testing.T) {
 		it := store.Item{Routing: api.Routing{ID: fmt.Sprintf("0190a1b2-0000-7000-8000-%012d", i), From: "s", To: "r",
 			Type: "no.bufdir.flytting.v1", Expires: ct0.Add(time.Hour), Size: 10 << 10, Digest: strings.Repeat("d", 64)},
 			Receipt: receipt, AcceptedAt: ct0}
-		if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}); err != nil {
+		if _, err := b.Accept(ctx, it, store.Payload{Inline: []byte("x")}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

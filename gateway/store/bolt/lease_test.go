@@ -178,7 +178,7 @@ func TestLeaseWakesSkippedPoller(t *testing.T) {
 func acceptR(t *testing.T, b *Backend, id string) {
 	t.Helper()
 	it := store.Item{Routing: api.Routing{ID: id, From: "s", To: "r", Type: "t", Expires: ct0.Add(time.Hour), Size: 1, Digest: "d"}, AcceptedAt: ct0}
-	if _, err := b.Accept(t.Context(), it, store.Payload{Inline: []byte("x")}); err != nil {
+	if _, err := b.Accept(t.Context(), it, store.Payload{Inline: []byte("x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -192,7 +192,7 @@ func testJournalOnlyCommitted(t *testing.T, open Opener) {
 	before := len(journal(t, b))
 	// A resubmit, a second ack, a stale sweep, an ack by someone else, a
 	// lease of an empty mailbox: none changes anything.
-	if _, err := b.Accept(ctx, m, store.Payload{Inline: []byte("hello")}); !errors.Is(err, store.ErrExists) {
+	if _, err := b.Accept(ctx, m, store.Payload{Inline: []byte("hello")}, nil); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("resubmit: %v", err)
 	}
 	if _, err := b.Ack(ctx, "r", m.Routing.ID, t0, nil); err != nil {

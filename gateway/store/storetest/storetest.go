@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"Accounts", testAccounts},
 		{"JTIReplay", testJTI},
 		{"AcceptIdempotent", testAccept},
+		{"AcceptedNoticeToSender", testAcceptedNotice},
 		{"SpoolPayload", testSpool},
 		{"LeaseAckNotice", testLeaseAck},
 		{"Reject", testReject},
@@ -90,7 +91,7 @@ func notice() *store.Notice {
 
 func mustAccept(t *testing.T, b Backend, it store.Item) store.Item {
 	t.Helper()
-	got, err := b.Accept(t.Context(), it, store.Payload{Inline: []byte("hello")})
+	got, err := b.Accept(t.Context(), it, store.Payload{Inline: []byte("hello")}, nil)
 	if err != nil {
 		t.Fatalf("accept: %v", err)
 	}
@@ -167,7 +168,7 @@ func testAccept(t *testing.T, open Opener) {
 	it := mustAccept(t, b, Message("s", "r", t0.Add(time.Hour), t0))
 	again := it
 	again.Receipt = "other"
-	got, err := b.Accept(ctx, again, store.Payload{Inline: []byte("other")})
+	got, err := b.Accept(ctx, again, store.Payload{Inline: []byte("other")}, nil)
 	if !errors.Is(err, store.ErrExists) || got.Receipt != it.Receipt {
 		t.Fatalf("second accept = %+v, %v", got, err)
 	}
@@ -185,6 +186,41 @@ func testAccept(t *testing.T, open Opener) {
 	}
 }
 
+// testAcceptedNotice: Accept puts the accepted notice into the sender's
+// mailbox in its transaction; a repeat of the id adds none.
+func testAcceptedNotice(t *testing.T, open Opener) {
+	b, _ := openT(t, open)
+	ctx := t.Context()
+	m := Message("s", "r", t0.Add(time.Hour), t0)
+	n := notice()
+	m.Receipt = n.JWS
+	if _, err := b.Accept(ctx, m, store.Payload{Inline: []byte("hello")}, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Accept(ctx, m, store.Payload{Inline: []byte("hello")}, notice()); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("repeat: %v", err)
+	}
+	got, err := b.Lease(ctx, "s", 10, t0, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Kind != api.KindNotice || got[0].Routing.ID != n.ID || got[0].Routing.InReplyTo != m.Routing.ID ||
+		got[0].Receipt != n.JWS || got[0].Owner != "s" {
+		t.Fatalf("sender's mailbox = %+v, want the one accepted notice", got)
+	}
+	// The message itself is in the receiver's mailbox, untouched.
+	msgs, err := b.Lease(ctx, "r", 10, t0, t0.Add(time.Minute))
+	if err != nil || len(msgs) != 1 || msgs[0].Routing.ID != m.Routing.ID {
+		t.Fatalf("receiver's mailbox = %+v, %v", msgs, err)
+	}
+	if _, err := b.Ack(ctx, "s", n.ID, t0, nil); err != nil {
+		t.Fatalf("ack of the notice: %v", err)
+	}
+	if _, err := b.Item(ctx, n.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("acked notice still stored: %v", err)
+	}
+}
+
 func testSpool(t *testing.T, open Opener) {
 	b, _ := openT(t, open)
 	ctx := t.Context()
@@ -197,7 +233,7 @@ func testSpool(t *testing.T, open Opener) {
 	if err := os.WriteFile(part, big, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Accept(ctx, it, store.Payload{SpoolFile: part}); err != nil {
+	if _, err := b.Accept(ctx, it, store.Payload{SpoolFile: part}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := b.Upload(ctx, it.Routing.ID); !errors.Is(err, store.ErrNotFound) {
@@ -426,7 +462,7 @@ func testReopen(t *testing.T, open Opener) {
 	if err := os.WriteFile(part, bytes.Repeat([]byte{7}, 70000), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Accept(ctx, big, store.Payload{SpoolFile: part}); err != nil {
+	if _, err := b.Accept(ctx, big, store.Payload{SpoolFile: part}, nil); err != nil {
 		t.Fatal(err)
 	}
 	pending := Message("s", "r", t0.Add(time.Hour), t0)
