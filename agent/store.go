@@ -16,6 +16,7 @@ import (
 
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/internal/boltdb"
+	"github.com/kurer/kurer/internal/durable"
 )
 
 // Buckets of the agent database.
@@ -194,7 +195,7 @@ const (
 func openStore(dataDir string) (*store, error) {
 	for _, d := range []string{dataDir, filepath.Join(dataDir, dirOutbox), filepath.Join(dataDir, dirSpool),
 		filepath.Join(dataDir, dirInbox), filepath.Join(dataDir, dirReceipts)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := durable.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
 	}

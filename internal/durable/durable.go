@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // ErrTooLarge is returned by ReadFile for a file over its limit.
@@ -24,6 +25,35 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
+}
+
+// MkdirAll creates dir and any missing parents with perm, like
+// os.MkdirAll, and fsyncs the parent of each directory it created, so that
+// files later made durable inside them cannot vanish with their directory
+// in a crash. Directories that exist are left as they are.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("create directory: %w", err)
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	for i := len(missing) - 1; i >= 0; i-- { // top down
+		if err := SyncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
 	}
 	return nil
 }

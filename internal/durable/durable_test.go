@@ -36,3 +36,31 @@ func TestWriteReadLimits(t *testing.T) {
 		t.Fatal("SyncDir of a missing directory succeeded")
 	}
 }
+
+// TestMkdirAll creates the missing directories (with perm) and leaves an
+// existing one as it is; a file in the way is an error.
+func TestMkdirAll(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "a", "b", "c")
+	if err := MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b"), dir} {
+		fi, err := os.Stat(d)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v, %v", d, fi, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(dir, 0o700); err != nil {
+		t.Fatalf("existing: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "f")); err != nil {
+		t.Fatalf("existing directory's file: %v", err)
+	}
+	if err := MkdirAll(filepath.Join(dir, "f", "g"), 0o700); err == nil {
+		t.Fatal("a file in the way: no error")
+	}
+}

@@ -107,7 +107,7 @@ func Open(dir string, o Options) (*Backend, error) {
 		journalFn:  o.Journal,
 	}
 	for _, d := range []string{dir, b.partialDir, b.payloadDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		if err := durable.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
