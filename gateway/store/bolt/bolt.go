@@ -1066,21 +1066,27 @@ func (b *Backend) Lease(ctx context.Context, account string, max int, now, until
 	err := b.db.Update(ctx, func(tx *bbolt.Tx) error {
 		out = out[:0]
 		c := tx.Bucket(bReady).Cursor()
-		var ids []string
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(ids) < n; k, v = c.Next() {
-			ids = append(ids, string(v))
-		}
-		for _, id := range ids {
-			r, err := getRec(tx, id)
+		var recs []*record
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(recs) < n; k, v = c.Next() {
+			r, err := getRec(tx, string(v))
 			if err != nil {
 				return err
 			}
+			if r.Kind == api.KindMessage && !r.Routing.Expires.After(now) {
+				// Past its expiry: never handed out. The sweeper
+				// expires it (with the sender's notice) within a
+				// sweep interval; the items behind it are taken.
+				continue
+			}
+			recs = append(recs, r)
+		}
+		for _, r := range recs {
 			if err := setState(tx, r, api.StateLeased, now, ""); err != nil {
 				return err
 			}
 			r.Attempts++
 			r.LeaseUntil = until
-			if err := tx.Bucket(bLeases).Put(timeKey(until, id), nil); err != nil {
+			if err := tx.Bucket(bLeases).Put(timeKey(until, r.Routing.ID), nil); err != nil {
 				return err
 			}
 			if err := putRec(tx, r); err != nil {

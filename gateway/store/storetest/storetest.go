@@ -43,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"JTIReplay", testJTI},
 		{"AcceptIdempotent", testAccept},
 		{"AcceptedNoticeToSender", testAcceptedNotice},
+		{"LeaseSkipsExpired", testLeaseSkipsExpired},
 		{"SpoolPayload", testSpool},
 		{"LeaseAckNotice", testLeaseAck},
 		{"Reject", testReject},
@@ -218,6 +219,43 @@ func testAcceptedNotice(t *testing.T, open Opener) {
 	}
 	if _, err := b.Item(ctx, n.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("acked notice still stored: %v", err)
+	}
+}
+
+// testLeaseSkipsExpired: a message past its expiry is never leased, even
+// before the sweeper expired it, and does not hold up the ones behind it;
+// notices about it (whose routing carries its expiry) are still handed out.
+func testLeaseSkipsExpired(t *testing.T, open Opener) {
+	b, _ := openT(t, open)
+	ctx := t.Context()
+	old := Message("s", "r", t0.Add(time.Minute), t0)
+	n := notice()
+	if _, err := b.Accept(ctx, old, store.Payload{Inline: []byte("hello")}, n); err != nil {
+		t.Fatal(err)
+	}
+	live := mustAccept(t, b, Message("s", "r", t0.Add(time.Hour), t0))
+	now := t0.Add(2 * time.Minute)
+	got, err := b.Lease(ctx, "r", 10, now, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids(got), []string{live.Routing.ID}) {
+		t.Fatalf("leased %v, want only the live message %s", ids(got), live.Routing.ID)
+	}
+	notices, err := b.Lease(ctx, "s", 10, now, now.Add(time.Minute))
+	if err != nil || !slices.Equal(ids(notices), []string{n.ID}) {
+		t.Fatalf("sender's notices = %v, %v; want the accepted notice", ids(notices), err)
+	}
+	// The sweeper's view: still due for expiry, and it expires.
+	due, err := b.DueExpiry(ctx, now, 10)
+	if err != nil || !slices.Contains(ids(due), old.Routing.ID) {
+		t.Fatalf("due expiry = %v, %v", ids(due), err)
+	}
+	if err := b.Expire(ctx, old.Routing.ID, now, notice()); err != nil {
+		t.Fatal(err)
+	}
+	if it, err := b.Item(ctx, old.Routing.ID); err != nil || it.State != api.StateExpired || it.Attempts != 0 {
+		t.Fatalf("expired message = %+v, %v; want expired, never leased", it, err)
 	}
 }
 
