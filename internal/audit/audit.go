@@ -6,10 +6,11 @@
 // the SHA-256 of the record before it (Prev) and its own hash over a
 // canonical encoding that includes Prev, so editing, removing, inserting or
 // reordering a record breaks the chain at that point. A small head file
-// (path+".head", replaced atomically after each written batch) holds the
-// seq and hash of the last durable record, so that records cut off the end
-// are detected too. See docs/audit.md for the format, the verification
-// procedure and the limits.
+// (path+".head", written when the log is created and replaced atomically
+// at most every HeadInterval after that) holds the seq and hash of the last
+// durable record, so that records cut off the end are detected too; a log
+// with records but no head file is treated as tampered with. See
+// docs/audit.md for the format, the verification procedure and the limits.
 //
 // Records carry identifiers and codes only, never personal data or payload
 // content.
@@ -45,8 +46,11 @@ type Options struct {
 	// benchmarks: with NoSync an acknowledged record can be lost in a
 	// crash. Default false (every Append is fsynced before it returns).
 	NoSync bool
-	// NoHead stops maintaining the head file (path+".head"). Default false.
-	// An existing head file is still checked by Open and Verify.
+	// NoHead stops maintaining the head file (path+".head"): Open neither
+	// writes one for a new log nor requires one for a log with records.
+	// Such a log verifies only with VerifyOptions.NoHead, and records cut
+	// off its end go unnoticed. Only for tests and test data. Default
+	// false. An existing head file is still checked by Open and Verify.
 	NoHead bool
 	// HeadInterval is the least time between two head file writes (each an
 	// fsync of the file and of its directory). A head that lags the log is
@@ -118,12 +122,17 @@ type request struct {
 
 // Open opens the log at path, creating it (mode 0600) if it does not
 // exist, and resumes its chain. It checks that the last record's hash is
-// right and, if a head file exists, that the log reaches the head's seq and
-// agrees with its hash; otherwise it refuses with an error wrapping
-// ErrTampered rather than extend a broken chain. A torn last line (no
-// newline: a write cut short by a crash, never acknowledged) is cut off and
-// an "audit.repaired" record is appended with attribute torn_bytes. Open
-// does not verify the whole file; run Verify for that.
+// right and that the log reaches the head file's seq and agrees with its
+// hash; otherwise it refuses with an error wrapping ErrTampered rather than
+// extend a broken chain. A log with records but no head file is refused
+// the same way (records may have been cut off its end); an empty log
+// without one, such as a new log, gets one (seq 0, Genesis), fsynced with
+// its directory before Open returns. A torn last line (no newline: a write
+// cut short by a crash, never acknowledged) is cut off and an
+// "audit.repaired" record is appended with attribute torn_bytes. Open does
+// not verify the whole file; run Verify for that.
+//
+// With opts.NoHead no head file is written or required.
 func Open(path string, opts Options) (*Log, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -149,11 +158,6 @@ func open(path string, f *os.File, created bool, opts Options) (*Log, error) {
 	if err := lockFile(f); err != nil {
 		return nil, err
 	}
-	if created && !opts.NoSync {
-		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
-			return nil, err
-		}
-	}
 	tail, err := readTail(f)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
@@ -162,13 +166,37 @@ func open(path string, f *os.File, created bool, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
 	}
-	if hasHead {
-		if h.Seq > tail.last.Seq {
-			return nil, fmt.Errorf("open audit log %s: %w: head file says %d records, log ends at %d: records were removed from the end",
-				path, ErrTampered, h.Seq, tail.last.Seq)
+	lastHash := tail.last.Hash
+	if tail.last.Seq == 0 {
+		lastHash = Genesis
+	}
+	anchor := false // write the first head file now
+	switch {
+	case hasHead && h.Seq > tail.last.Seq:
+		return nil, fmt.Errorf("open audit log %s: %w: head file says %d records, log ends at %d: records were removed from the end",
+			path, ErrTampered, h.Seq, tail.last.Seq)
+	case hasHead && h.Seq == tail.last.Seq && h.Hash != lastHash:
+		return nil, fmt.Errorf("open audit log %s: %w: last record does not match the head file", path, ErrTampered)
+	case !hasHead && !opts.NoHead && tail.last.Seq > 0:
+		return nil, fmt.Errorf("open audit log %s: %w: head file %s is missing but the log has %d records: "+
+			"records may have been removed from the end. Check the log with `kurer gateway audit verify` "+
+			"(or `kurer agent audit verify`) and the last hash you noted elsewhere (--expect SEQ:HASH), "+
+			"then restore the head file from a backup, or move the log aside to start a new chain",
+			path, ErrTampered, path+HeadSuffix, tail.last.Seq)
+	case !hasHead && !opts.NoHead:
+		// A new (or never written) log: anchor it before the first
+		// record, so that a missing head file next to records is never
+		// legitimate, even after a crash.
+		anchor = true
+	}
+	if anchor {
+		// writeHead fsyncs the directory, which holds the log too.
+		if err := writeHead(path, head{Seq: 0, Hash: Genesis}, !opts.NoSync); err != nil {
+			return nil, fmt.Errorf("open audit log %s: %w", path, err)
 		}
-		if h.Seq == tail.last.Seq && h.Hash != tail.last.Hash {
-			return nil, fmt.Errorf("open audit log %s: %w: last record does not match the head file", path, ErrTampered)
+	} else if created && !opts.NoSync {
+		if err := durable.SyncDir(filepath.Dir(path)); err != nil {
+			return nil, err
 		}
 	}
 	if tail.tornBytes > 0 {

@@ -147,12 +147,13 @@ func TestReopenContinuesChain(t *testing.T) {
 // TestTamper changes a closed six-record log and checks what Verify says.
 func TestTamper(t *testing.T) {
 	tests := []struct {
-		name     string
-		noHead   bool
-		mutate   func(ls [][]byte) [][]byte
-		want     error // nil: verifies
-		firstBad uint64
-		records  uint64
+		name       string
+		noHead     bool // a log kept without head file (Options.NoHead, VerifyOptions.NoHead)
+		deleteHead bool // remove the head file of a log that keeps one
+		mutate     func(ls [][]byte) [][]byte
+		want       error // nil: verifies
+		firstBad   uint64
+		records    uint64
 	}{
 		{
 			name: "edit a byte in a middle record",
@@ -257,12 +258,35 @@ func TestTamper(t *testing.T) {
 			want: ErrTampered, firstBad: 4, records: 3,
 		},
 		{
-			name:   "remove the last record without head file: undetectable (documented limit)",
+			name:   "remove the last record of a log kept without head file: undetectable (documented limit)",
 			noHead: true,
 			mutate: func(ls [][]byte) [][]byte {
 				return ls[:5]
 			},
 			want: nil, records: 5,
+		},
+		{
+			name:       "remove the last two records and the head file",
+			deleteHead: true,
+			mutate: func(ls [][]byte) [][]byte {
+				return ls[:4]
+			},
+			want: ErrTampered, firstBad: 5, records: 4,
+		},
+		{
+			name:       "delete the head file only",
+			deleteHead: true,
+			mutate:     func(ls [][]byte) [][]byte { return ls },
+			want:       ErrTampered, firstBad: 7, records: 6,
+		},
+		{
+			name:       "truncate mid-record and delete the head file",
+			deleteHead: true,
+			mutate: func(ls [][]byte) [][]byte {
+				ls[5] = ls[5][:len(ls[5])/2]
+				return ls
+			},
+			want: ErrTampered, firstBad: 6, records: 5,
 		},
 		{
 			name:   "untouched",
@@ -284,7 +308,12 @@ func TestTamper(t *testing.T) {
 			if err := os.WriteFile(path, bytes.Join(tt.mutate(ls), nil), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := Verify(path)
+			if tt.deleteHead {
+				if err := os.Remove(path + HeadSuffix); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep, err := VerifyWith(path, VerifyOptions{NoHead: tt.noHead})
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("Verify: %v", err)
@@ -580,7 +609,8 @@ func TestFormatStable(t *testing.T) {
 	if *update {
 		generateGolden(t)
 	}
-	rep, err := Verify("testdata/valid.log")
+	// The golden log is kept without head file.
+	rep, err := VerifyWith("testdata/valid.log", VerifyOptions{NoHead: true})
 	if err != nil {
 		t.Fatalf("Verify(testdata/valid.log): %v", err)
 	}

@@ -2,14 +2,17 @@ package audit
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// FuzzVerify feeds arbitrary file contents to Verify and, when they verify,
-// to Open and Append: no panic, and a verified file extends into a verified
-// file.
+// FuzzVerify feeds arbitrary file contents, without head file, to Verify
+// and, when they verify as a log kept without head file, to Open and
+// Append: no panic, a verified file extends into a verified file, and a
+// log with records but no head file fails Verify and Open unless kept
+// without one.
 func FuzzVerify(f *testing.F) {
 	valid, err := os.ReadFile("testdata/valid.log")
 	if err != nil {
@@ -30,7 +33,7 @@ func FuzzVerify(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := Verify(path)
+		rep, err := VerifyWith(path, VerifyOptions{NoHead: true})
 		if err != nil {
 			if rep.FirstBad == 0 || rep.Problem == "" {
 				t.Fatalf("error %v without FirstBad/Problem: %+v", err, rep)
@@ -43,7 +46,20 @@ func FuzzVerify(f *testing.F) {
 		if len(data) > 0 && data[len(data)-1] != '\n' {
 			t.Fatal("verified a file with a torn last line")
 		}
-		l, err := Open(path, Options{NoSync: true})
+		noHead := rep.Records > 0
+		if noHead {
+			// No head file next to records: tampering, unless kept so.
+			if rep2, err := Verify(path); !errors.Is(err, ErrTampered) || rep2.FirstBad != rep.Records+1 {
+				t.Fatalf("Verify of records without head file: %+v, %v", rep2, err)
+			}
+			if l, err := Open(path, Options{NoSync: true}); !errors.Is(err, ErrTampered) {
+				if err == nil {
+					l.Close()
+				}
+				t.Fatalf("Open of records without head file: %v", err)
+			}
+		}
+		l, err := Open(path, Options{NoSync: true, NoHead: noHead})
 		if err != nil {
 			t.Fatalf("Open of a verified log: %v", err)
 		}
@@ -53,7 +69,7 @@ func FuzzVerify(f *testing.F) {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
-		rep2, err := Verify(path)
+		rep2, err := VerifyWith(path, VerifyOptions{NoHead: noHead})
 		if err != nil || rep2.Records != rep.Records+1 {
 			t.Fatalf("after Append: %+v, %v", rep2, err)
 		}

@@ -20,6 +20,8 @@ const maxHeadSize = 4 << 10
 // head is the content of the head file: the seq and hash of the last
 // record known to be durable in the log. It anchors the end of the chain:
 // records cut off the end of the log make the log shorter than its head.
+// Open writes seq 0 and Genesis when it creates a log, so that a log with
+// records always has a head file unless someone removed it.
 type head struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"`
@@ -44,7 +46,7 @@ func readHead(path string) (h head, ok bool, err error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil || h.Seq == 0 || len(h.Hash) != len(Genesis) {
+	if err := dec.Decode(&h); err != nil || len(h.Hash) != len(Genesis) || h.Seq == 0 && h.Hash != Genesis {
 		return h, false, fmt.Errorf("%w: head file %s is unreadable", ErrTampered, path+HeadSuffix)
 	}
 	return h, true, nil
