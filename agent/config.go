@@ -22,8 +22,8 @@ type Config struct {
 	// DataDir holds the database, the outbox, the spool, the inbox and the
 	// receipts. Required.
 	DataDir string `yaml:"data_dir"`
-	// Dev allows the development CA as a trust root (set by --dev, never
-	// from the file).
+	// Dev allows the development CA as a trust root and in
+	// Gateway.CAFile (set by --dev, never from the file).
 	Dev bool `yaml:"-"`
 
 	Gateway GatewayConfig `yaml:"gateway"`
@@ -67,7 +67,7 @@ type GatewayConfig struct {
 	// is passed to New.
 	URL string `yaml:"url"`
 	// CAFile is a PEM file of roots for the gateway's TLS certificate.
-	// Default: the system roots.
+	// Default: the system roots. The kurer dev CA is refused unless Dev.
 	CAFile string `yaml:"ca_file"`
 	// Audience is the aud of client assertions. Default: URL.
 	Audience string `yaml:"audience"`

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"strings"
@@ -22,9 +21,11 @@ func newGatewayClient(cfg Config, key Key, tlsConf *tls.Config) (Gateway, error)
 		if err != nil {
 			return nil, fmt.Errorf("gateway.ca_file: %w", err)
 		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
+		// The dev CA's key is public: trusting it outside dev mode would let
+		// anyone impersonate the gateway.
+		pool, err := pki.TrustPool(roots, cfg.Dev)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.ca_file: %w", err)
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -302,6 +302,10 @@ func catalogError(err error) error {
 			return errs.New(errs.UnknownReceiver, err)
 		case errs.BadRequest, errs.UnknownReceiver, errs.TypeNotAccepted, errs.UnknownType:
 			return err
+		case errs.AmbiguousReceiver:
+			// Several accounts answer to the number: nothing is sealed or
+			// queued; the detail names them and asks for the account id.
+			return err
 		}
 		return errs.New(errs.Unavailable, err)
 	}

@@ -25,7 +25,9 @@ import (
 )
 
 // Access tokens are opaque random strings (32 bytes, base64url) held in
-// memory as their SHA-256, with the account and the expiry. They do not
+// memory as their SHA-256, with the account, the certificate that verified
+// the client assertion and the expiry. A token is refused once its account
+// or that certificate leaves the catalog (see revoke.go). They do not
 // survive a restart: an agent then gets 401 and fetches a new one with a
 // fresh client assertion, which is what it does on every expiry anyway.
 type tokenCache struct {
@@ -35,19 +37,20 @@ type tokenCache struct {
 
 type tokenInfo struct {
 	account string
+	cert    []byte // DER of the certificate that verified the assertion
 	exp     time.Time
 }
 
 func newTokenCache() *tokenCache { return &tokenCache{m: map[[32]byte]tokenInfo{}} }
 
-func (c *tokenCache) issue(account string, exp time.Time) (string, error) {
+func (c *tokenCache) issue(account string, cert []byte, exp time.Time) (string, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
 	c.mu.Lock()
-	c.m[sha256.Sum256([]byte(tok))] = tokenInfo{account: account, exp: exp}
+	c.m[sha256.Sum256([]byte(tok))] = tokenInfo{account: account, cert: bytes.Clone(cert), exp: exp}
 	c.mu.Unlock()
 	return tok, nil
 }
@@ -93,6 +96,9 @@ func (s *Server) authAccount(r *http.Request) (string, error) {
 	}
 	if !s.now().Before(ti.exp) {
 		return "", errs.New(errs.TokenExpired, nil)
+	}
+	if err := s.checkTokenHolder(r.Context(), ti); err != nil {
+		return "", err
 	}
 	s.met.seen(ti.account, s.now())
 	return ti.account, nil
@@ -161,23 +167,27 @@ const maxAssertionBytes = 16 << 10
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAssertionBytes+1024)
 	if err := r.ParseForm(); err != nil {
-		s.fail(w, r, errs.New(errs.BadRequest, err))
+		code := errs.BadRequest
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			code = errs.TooLarge
+		}
+		s.fail(w, r, errs.New(code, err))
 		return
 	}
 	if r.PostForm.Get("grant_type") != "client_credentials" || r.PostForm.Get("client_assertion_type") != api.AssertionType {
 		s.fail(w, r, errs.Newf(errs.BadRequest, "grant_type must be client_credentials with a jwt-bearer client_assertion"))
 		return
 	}
-	account, exp, err := s.verifyAssertion(r, r.PostForm.Get("client_assertion"))
+	account, cert, err := s.verifyAssertion(r, r.PostForm.Get("client_assertion"))
 	if err != nil {
 		s.met.authFailures.WithLabelValues(string(errs.CodeOf(err))).Inc()
 		s.fail(w, r, err)
 		return
 	}
-	_ = exp
 	now := s.now()
 	tokExp := now.Add(s.cfg.TokenLifetime)
-	tok, err := s.tokens.issue(account, tokExp)
+	tok, err := s.tokens.issue(account, cert, tokExp)
 	if err != nil {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
@@ -187,39 +197,40 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(s.cfg.TokenLifetime / time.Second)})
 }
 
-// verifyAssertion checks a client assertion and returns its account.
-func (s *Server) verifyAssertion(r *http.Request, assertion string) (string, time.Time, error) {
+// verifyAssertion checks a client assertion and returns its account and the
+// DER of the account certificate that verified it.
+func (s *Server) verifyAssertion(r *http.Request, assertion string) (string, []byte, error) {
 	bad := func(format string, args ...any) error {
 		return errs.New(errs.InvalidAssertion, fmt.Errorf(format, args...))
 	}
 	if assertion == "" || len(assertion) > maxAssertionBytes || strings.Count(assertion, ".") != 2 {
-		return "", time.Time{}, bad("missing or malformed assertion")
+		return "", nil, bad("missing or malformed assertion")
 	}
 	msg, err := jws.Parse([]byte(assertion))
 	if err != nil || len(msg.Signatures()) != 1 {
-		return "", time.Time{}, bad("parse: %v", err)
+		return "", nil, bad("parse: %v", err)
 	}
 	alg, ok := msg.Signatures()[0].ProtectedHeaders().Algorithm()
 	if !ok || (alg != jwa.RS256() && alg != jwa.ES256()) {
-		return "", time.Time{}, bad("algorithm %v not allowed", alg)
+		return "", nil, bad("algorithm %v not allowed", alg)
 	}
 	var c assertionClaims
 	dec := json.NewDecoder(bytes.NewReader(msg.Payload()))
 	if err := dec.Decode(&c); err != nil {
-		return "", time.Time{}, bad("claims: %v", err)
+		return "", nil, bad("claims: %v", err)
 	}
 	if c.Iss == "" || c.Iss != c.Sub {
-		return "", time.Time{}, bad("iss and sub must both be the account id")
+		return "", nil, bad("iss and sub must both be the account id")
 	}
 	acct, err := s.st.Account(r.Context(), c.Iss)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", time.Time{}, bad("unknown account")
+		return "", nil, bad("unknown account")
 	}
 	if err != nil {
-		return "", time.Time{}, errs.New(errs.Internal, err)
+		return "", nil, errs.New(errs.Internal, err)
 	}
 	now := s.now()
-	verified := false
+	var verified []byte
 	for _, der := range acct.Certificates {
 		cert, err := x509.ParseCertificate(der)
 		if err != nil || now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
@@ -232,12 +243,12 @@ func (s *Server) verifyAssertion(r *http.Request, assertion string) (string, tim
 			continue
 		}
 		if _, err := jws.Verify([]byte(assertion), jws.WithKey(alg, cert.PublicKey)); err == nil {
-			verified = true
+			verified = der
 			break
 		}
 	}
-	if !verified {
-		return "", time.Time{}, bad("no current, trusted certificate of account %s verifies the signature", acct.ID)
+	if verified == nil {
+		return "", nil, bad("no current, trusted certificate of account %s verifies the signature", acct.ID)
 	}
 	audOK := false
 	for _, a := range c.audiences() {
@@ -246,30 +257,30 @@ func (s *Server) verifyAssertion(r *http.Request, assertion string) (string, tim
 		}
 	}
 	if !audOK {
-		return "", time.Time{}, bad("wrong audience")
+		return "", nil, bad("wrong audience")
 	}
 	if c.Exp == nil || c.Iat == nil || c.Jti == "" || len(c.Jti) > 256 {
-		return "", time.Time{}, bad("exp, iat and jti are required")
+		return "", nil, bad("exp, iat and jti are required")
 	}
 	exp, iat := unix(*c.Exp), unix(*c.Iat)
 	skew := s.cfg.ClockSkew
 	switch {
 	case !now.Before(exp.Add(skew)):
-		return "", time.Time{}, bad("assertion expired")
+		return "", nil, bad("assertion expired")
 	case iat.After(now.Add(skew)):
-		return "", time.Time{}, bad("iat in the future")
+		return "", nil, bad("iat in the future")
 	case exp.Sub(iat) > s.cfg.MaxAssertionLifetime, exp.Sub(now) > s.cfg.MaxAssertionLifetime+skew:
-		return "", time.Time{}, bad("assertion lifetime above %s", s.cfg.MaxAssertionLifetime)
+		return "", nil, bad("assertion lifetime above %s", s.cfg.MaxAssertionLifetime)
 	case c.Nbf != nil && unix(*c.Nbf).After(now.Add(skew)):
-		return "", time.Time{}, bad("not yet valid")
+		return "", nil, bad("not yet valid")
 	}
 	if err := s.st.UseJTI(r.Context(), acct.ID+":"+c.Jti, exp.Add(skew), now); err != nil {
 		if errors.Is(err, store.ErrReplayed) {
-			return "", time.Time{}, errs.New(errs.ReplayedJTI, err)
+			return "", nil, errs.New(errs.ReplayedJTI, err)
 		}
-		return "", time.Time{}, errs.New(errs.Internal, err)
+		return "", nil, errs.New(errs.Internal, err)
 	}
-	return acct.ID, exp, nil
+	return acct.ID, verified, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

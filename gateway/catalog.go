@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -145,6 +146,46 @@ func dedupe(ss []string) []string {
 	return slices.Compact(out)
 }
 
+// receiverConflict refuses with catalog_conflict an account a that would
+// share a message type with another account of the same municipality
+// number or the same org number: agents address a receiver by
+// municipality:NNNN or org:NNNNNNNNN with a type, and such a pair must
+// name exactly one account (the client refuses an ambiguous answer, but a
+// catalog that makes one is the operator's mistake to see at once). One
+// organisation may still run several services, e.g. barneverntjenesten
+// and a national service, each an account taking its own types; and an
+// account without a municipality number is only addressed by org number
+// or id. Receipt types are left out: receipts always go to an account id.
+// The caller holds catalogMu.
+func (s *Server) receiverConflict(ctx context.Context, a store.Account) error {
+	all, err := s.st.Accounts(ctx)
+	if err != nil {
+		return errs.New(errs.Internal, err)
+	}
+	for _, b := range all {
+		if b.ID == a.ID {
+			continue
+		}
+		sameMuni := a.Municipality != "" && a.Municipality == b.Municipality
+		if !sameMuni && a.OrgNumber != b.OrgNumber {
+			continue
+		}
+		for _, t := range a.Types {
+			if info, _ := schemas.Default().Lookup(t); info.Receipt || !slices.Contains(b.Types, t) {
+				continue
+			}
+			if sameMuni {
+				return errs.Newf(errs.CatalogConflict, "account %s already receives %s for municipality %s; "+
+					"leave this account's municipality empty (it is then addressed by org number or id) or take other types",
+					b.ID, t, a.Municipality)
+			}
+			return errs.Newf(errs.CatalogConflict, "account %s already receives %s for org number %s; "+
+				"services of one organisation must take different types", b.ID, t, a.OrgNumber)
+		}
+	}
+	return nil
+}
+
 // handleAccountCreate is POST /v1/admin/accounts.
 func (s *Server) handleAccountCreate(w http.ResponseWriter, r *http.Request) {
 	var req api.AccountRequest
@@ -179,8 +220,14 @@ func (s *Server) handleAccountCreate(w http.ResponseWriter, r *http.Request) {
 			a.Certificates = append(a.Certificates, c.Raw)
 		}
 	}
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
 	if _, err := s.st.Account(r.Context(), a.ID); err == nil {
 		s.fail(w, r, errs.Newf(errs.Conflict, "an account with this id exists"))
+		return
+	}
+	if err := s.receiverConflict(r.Context(), a); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.st.PutAccount(r.Context(), a); err != nil {
@@ -227,6 +274,8 @@ func (s *Server) handleAccountShow(w http.ResponseWriter, r *http.Request) {
 // handleAccountUpdate is PUT /v1/admin/accounts/{account}: replaces name,
 // org number, municipality, service and types; certificates are managed
 // with the certs endpoints (a non-empty certificates list is refused).
+// Like a create, it is refused with catalog_conflict if it would give a
+// (municipality, type) or (org number, type) pair a second account.
 func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
 	a, ok := s.loadAccount(w, r)
 	if !ok {
@@ -247,6 +296,12 @@ func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Name, a.OrgNumber, a.Municipality, a.Service, a.Types = req.Name, req.OrgNumber, req.Municipality, req.Service, dedupe(req.Types)
 	a.Updated = s.now().UTC()
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	if err := s.receiverConflict(r.Context(), a); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.st.PutAccount(r.Context(), a); err != nil {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
@@ -264,6 +319,9 @@ func (s *Server) handleAccountDelete(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errs.New(errs.Internal, err))
 		}
 		return
+	}
+	if n := s.tokens.revokeAccount(id); n > 0 {
+		s.log.Info("access tokens revoked", "account", id, "reason", "account removed", "tokens", n)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -319,16 +377,25 @@ func (s *Server) handleCertRemove(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errs.Newf(errs.BadRequest, "an account keeps at least one certificate; add the new one first"))
 		return
 	}
+	removed := a.Certificates[idx]
 	a.Certificates = slices.Delete(a.Certificates, idx, idx+1)
 	a.Updated = s.now().UTC()
 	if err := s.st.PutAccount(r.Context(), a); err != nil {
 		s.fail(w, r, errs.New(errs.Internal, err))
 		return
 	}
+	if n := s.tokens.revokeCert(a.ID, removed); n > 0 {
+		s.log.Info("access tokens revoked", "account", a.ID, "reason", "certificate removed", "fingerprint", fp, "tokens", n)
+	}
 	writeJSON(w, http.StatusOK, s.toAPI(a, false))
 }
 
 // handleLookup is GET /v1/accounts?municipality=|org=[&type=]: for agents.
+// It answers every match, ordered by id, and never picks one: with a type,
+// more than one entry means the receiver is ambiguous (a catalog written
+// before receiverConflict existed, or edited outside the admin API), and
+// the client refuses it (client.Find, ambiguous_receiver) rather than send
+// a case file to whichever account sorts first.
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request, _ string) {
 	q := r.URL.Query()
 	muni, org, typ := q.Get("municipality"), q.Get("org"), q.Get("type")

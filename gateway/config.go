@@ -129,7 +129,9 @@ type Config struct {
 	// Default DefaultMaxProcs(): twice the CPUs Go sees, at least 4.
 	MaxProcs int `yaml:"max_procs"`
 
-	// Dev allows the kurer dev CA as trust root (the --dev flag only).
+	// Dev allows the kurer dev CA as trust root, and dev certificates and
+	// the committed certs-dev/ keys as TLSCert and SigningKey (the --dev
+	// flag only).
 	Dev bool `yaml:"-"`
 }
 

@@ -250,8 +250,61 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request, account s
 	h.Set("ETag", `"`+strings.TrimSuffix(strings.TrimPrefix(it.Routing.Digest, "sha-256=:"), ":")+`"`)
 	h.Set("Cache-Control", "no-store")
 	iw := &idleWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.BodyIdleTimeout}
-	http.ServeContent(iw, r, "", time.Time{}, p)
+	ew := &contentErrWriter{ResponseWriter: iw, size: p.Size(), fail: func(err error) { s.fail(w, r, err) }}
+	http.ServeContent(ew, r, "", time.Time{}, p)
 }
+
+// contentErrWriter turns http.ServeContent's text/plain error answers into
+// the catalogue's JSON. ServeContent decides what a Range means (single,
+// suffix, several as multipart/byteranges, If-Range); only its refusals
+// change: 416 (a malformed Range, or one that starts at or beyond the end)
+// becomes range_not_satisfiable with Content-Range: bytes */SIZE (RFC
+// 9110, section 15.5.17) and a 5xx internal_error. Content-Digest, the
+// whole envelope's, stays on a 416: a client resuming a download it
+// already has complete checks its copy against it. ServeContent's own text
+// body is dropped.
+type contentErrWriter struct {
+	http.ResponseWriter
+	size    int64
+	fail    func(error)
+	refused bool
+}
+
+func (c *contentErrWriter) WriteHeader(code int) {
+	if c.refused {
+		return
+	}
+	var err *errs.Error
+	switch {
+	case code == http.StatusRequestedRangeNotSatisfiable:
+		err = errs.New(errs.RangeNotSatisfiable, nil)
+	case code >= 500:
+		err = errs.New(errs.Internal, errors.New("serve content: status "+strconv.Itoa(code)))
+	default:
+		c.ResponseWriter.WriteHeader(code)
+		return
+	}
+	c.refused = true
+	h := c.Header()
+	h.Del("Content-Length")
+	h.Del("ETag")
+	h.Set("Cache-Control", "no-store")
+	if err.Code == errs.RangeNotSatisfiable {
+		h.Set("Content-Range", "bytes */"+strconv.FormatInt(c.size, 10))
+	} else {
+		h.Del(api.HeaderDigest)
+	}
+	c.fail(err)
+}
+
+func (c *contentErrWriter) Write(p []byte) (int, error) {
+	if c.refused {
+		return len(p), nil // ServeContent's text body
+	}
+	return c.ResponseWriter.Write(p)
+}
+
+func (c *contentErrWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // handleAck is POST /v1/mailbox/{id}/ack.
 func (s *Server) handleAck(w http.ResponseWriter, r *http.Request, account string) {

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kurer/kurer/gateway/api"
@@ -49,34 +51,61 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	s.fail(w, r, errs.New(errs.NotFound, nil))
 }
 
+// handleRoutes registers routes ("METHOD /path" -> handler) on mux and,
+// for each of their paths, a handler of every other method that answers
+// 405 method_not_allowed with an Allow header. ServeMux answers 405 with
+// Allow by itself, but as text/plain and only while no pattern without a
+// method (such as the "/" catch-all that makes unknown paths a JSON 404)
+// matches the path. A pattern with a method is more specific than the same
+// path without one, so the routes themselves still win.
+func (s *Server) handleRoutes(mux *http.ServeMux, routes ...map[string]http.HandlerFunc) {
+	allowed := map[string][]string{}
+	for _, rs := range routes {
+		for p, h := range rs {
+			mux.HandleFunc(p, h)
+			method, path, ok := strings.Cut(p, " ")
+			if !ok {
+				panic("gateway: route without method: " + p)
+			}
+			allowed[path] = append(allowed[path], method)
+			if method == http.MethodGet { // ServeMux serves HEAD with GET
+				allowed[path] = append(allowed[path], http.MethodHead)
+			}
+		}
+	}
+	for path, methods := range allowed {
+		slices.Sort(methods)
+		allow := strings.Join(slices.Compact(methods), ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			s.fail(w, r, errs.New(errs.MethodNotAllowed, nil))
+		})
+	}
+}
+
 func (s *Server) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	for p, h := range s.apiRoutes() {
-		mux.HandleFunc(p, h)
-	}
 	if s.adminLn == nil {
-		for p, h := range s.adminRoutes() {
-			mux.HandleFunc(p, h)
-		}
+		s.handleRoutes(mux, s.apiRoutes(), s.adminRoutes())
 	} else {
+		s.handleRoutes(mux, s.apiRoutes())
 		// Operator endpoints live on the admin listener only.
 		mux.HandleFunc(api.PathAdmin, func(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errs.New(errs.OperatorOnly, nil))
 		})
 	}
 	mux.HandleFunc("/", s.notFound)
-	return s.instrument(mux)
+	return s.instrument(s.recoverPanics(mux))
 }
 
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	for p, h := range s.adminRoutes() {
-		mux.HandleFunc(p, h)
-	}
-	mux.HandleFunc("GET "+api.PathHealth, s.handleHealth)
-	mux.HandleFunc("GET "+api.PathReady, s.handleReady)
+	s.handleRoutes(mux, s.adminRoutes(), map[string]http.HandlerFunc{
+		"GET " + api.PathHealth: s.handleHealth,
+		"GET " + api.PathReady:  s.handleReady,
+	})
 	mux.HandleFunc("/", s.notFound)
-	return s.instrument(mux)
+	return s.instrument(s.recoverPanics(mux))
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {

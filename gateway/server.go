@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,10 @@ type Server struct {
 	ln, adminLn, metricsLn net.Listener
 
 	shipMu sync.Mutex // one audit journal shipper at a time
+
+	// catalogMu serialises account creates and updates, so that the
+	// receiver-uniqueness check and the write it guards are one step.
+	catalogMu sync.Mutex
 
 	uploadsMu sync.Mutex
 	uploads   map[string]bool // ids with an upload in progress
@@ -138,6 +143,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (_ *Server, err error)
 	key, err := pki.LoadKey(cfg.SigningKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if err := checkDevPKI(cfg, cert, key); err != nil {
+		return nil, err
 	}
 	if s.signer, err = newSigner(key, cfg.ID); err != nil {
 		return nil, err
@@ -353,6 +361,76 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	errs.Write(w, err)
 }
+
+// maxPanicLog caps the panic value in the log line (it is the program's
+// text, but a value can be large).
+const maxPanicLog = 1 << 10
+
+// recoverPanics keeps a panicking handler from taking its request down
+// unseen: net/http would cut the connection and log only to the server's
+// ErrorLog (at Debug level). The panic is logged at Error level with the
+// route, the method, the panic value and the stack, never the request's
+// headers or body. If the response has not begun, the client gets the
+// catalogue's 500 internal_error (which instrument, outside, counts); if
+// it has, the handler is aborted with http.ErrAbortHandler, so the
+// connection is cut and a truncated answer never looks complete. A
+// handler's own http.ErrAbortHandler passes through untouched.
+func (s *Server) recoverPanics(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pw := &panicWriter{ResponseWriter: w}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { // this exact value, as net/http checks it
+				panic(v)
+			}
+			msg := fmt.Sprint(v)
+			if len(msg) > maxPanicLog {
+				msg = msg[:maxPanicLog] + "..."
+			}
+			s.log.Error("handler panic", "route", r.Pattern, "method", r.Method,
+				"response_started", pw.started, "panic", msg, "stack", string(debug.Stack()))
+			if pw.started {
+				panic(http.ErrAbortHandler)
+			}
+			// Drop what the handler meant to send with its answer
+			// (Content-Length, Content-Digest, ETag, ...).
+			clear(w.Header())
+			errs.Write(w, errs.New(errs.Internal, nil))
+		}()
+		h.ServeHTTP(pw, r)
+	})
+}
+
+// panicWriter notes whether the response has begun (its status line and
+// headers are out), for recoverPanics.
+type panicWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (p *panicWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		p.started = true
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *panicWriter) Write(b []byte) (int, error) {
+	p.started = true
+	return p.ResponseWriter.Write(b)
+}
+
+// FlushError sends the headers if they are not out yet
+// (http.ResponseController.Flush), so the response has begun.
+func (p *panicWriter) FlushError() error {
+	p.started = true
+	return http.NewResponseController(p.ResponseWriter).Flush()
+}
+
+func (p *panicWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // freshConns tracks the API connections that have not yet carried a
 // request (http.StateNew). An HTTP/1.1 client may hold such a connection

@@ -766,7 +766,10 @@ func (c *Client) Lookup(ctx context.Context, id string) (api.Account, error) {
 
 // Find returns the account with municipality number (4 digits) or org
 // number (9 digits) municipalityOrOrg that receives msgType; errs.NotFound
-// if none does.
+// if none does, and errs.AmbiguousReceiver if more than one does: Find
+// never picks one of several, since a case file sealed to the wrong one
+// goes to the wrong party. The caller must then address the receiver by
+// account id (the error's detail lists the candidates).
 func (c *Client) Find(ctx context.Context, municipalityOrOrg, msgType string) (api.Account, error) {
 	q := url.Values{"type": {msgType}}
 	switch len(municipalityOrOrg) {
@@ -784,7 +787,29 @@ func (c *Client) Find(ctx context.Context, municipalityOrOrg, msgType string) (a
 	if len(out) == 0 {
 		return api.Account{}, errs.Newf(errs.NotFound, "no account for %s receives %s", municipalityOrOrg, msgType)
 	}
+	if len(out) > 1 {
+		return api.Account{}, ambiguous(municipalityOrOrg, msgType, out)
+	}
 	return out[0], nil
+}
+
+// ambiguous is the AmbiguousReceiver error for a lookup that matched
+// several accounts; its detail names up to maxCandidates of their ids
+// (only well-formed UUIDs: the detail reaches terminals and logs).
+func ambiguous(municipalityOrOrg, msgType string, matches []api.Account) error {
+	const maxCandidates = 5
+	ids := make([]string, 0, maxCandidates+1)
+	for _, a := range matches {
+		if len(ids) == maxCandidates {
+			ids = append(ids, "...")
+			break
+		}
+		if u, err := uuid.Parse(a.ID); err == nil {
+			ids = append(ids, u.String())
+		}
+	}
+	return errs.Newf(errs.AmbiguousReceiver, "%d accounts for %s receive %s (%s); address the receiver by account id",
+		len(matches), municipalityOrOrg, msgType, strings.Join(ids, ", "))
 }
 
 // Status returns a message's state history (sender or receiver only).

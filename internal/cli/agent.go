@@ -108,7 +108,7 @@ func newAgentRunCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.config, "config", "", "agent configuration file (YAML; see docs/agent.md)")
-	cmd.Flags().BoolVar(&o.dev, "dev", false, "allow the kurer development CA as trust root (never in production)")
+	cmd.Flags().BoolVar(&o.dev, "dev", false, "allow the kurer development CA as trust root and gateway.ca_file (never in production)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -239,9 +239,9 @@ func checkAgentKeys(cmd *cobra.Command, cfg agent.Config, within time.Duration) 
 		if err != nil {
 			return rep, exitf(ExitUsage, "gateway.ca_file: %v", err)
 		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
+		pool, err := pki.TrustPool(roots, cfg.Dev)
+		if err != nil {
+			return rep, exitf(ExitUsage, "gateway.ca_file: %v", err)
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

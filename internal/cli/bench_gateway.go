@@ -59,7 +59,7 @@ func newBenchGatewayCommand() *cobra.Command {
 		Long: `Measure the embedded gateway alone: --accounts agents each submit
 10 KiB envelopes to the others (every accept fsynced, signed receipt back),
 long-poll their mailboxes with small envelopes inline, and ack the
-messages and the gateway's delivered notices, as agents do. Sealing and
+messages and the gateway's notices (accepted, delivered), as agents do. Sealing and
 opening are not part of it: agents do that on their own machines.
 
 Runs the gateway and the load in this process (real TLS on 127.0.0.1, the
@@ -136,8 +136,8 @@ type gatewayBenchResult struct {
 	PerSec float64 `json:"messages_per_sec"`
 	P50ms  float64 `json:"accept_p50_ms"`
 	P99ms  float64 `json:"accept_p99_ms"`
-	// NoticesPerMsg: delivered notices acked per message (1: every
-	// sender learned of every delivery).
+	// NoticesPerMsg: notices acked per message (2: every sender learned
+	// of every accept and delivery through its mailbox).
 	NoticesPerMsg float64 `json:"notices_acked_per_message"`
 	// CPUmsPerMsg: this process's CPU (gateway and load together) per
 	// message in the peak round (Linux only).
@@ -166,7 +166,7 @@ func printGatewayBench(out io.Writer, g *gatewayBenchResult) {
 	if g.CPUmsPerMsg > 0 {
 		fmt.Fprintf(out, "  CPU         %8.2f ms per message at peak (gateway and load generator in this process, GOMAXPROCS %d)\n", g.CPUmsPerMsg, g.RuntimeProcs)
 	}
-	fmt.Fprintf(out, "  store       writer %.0f %% busy, %.0f commits/s, %.1f pages per message; %.2f delivered notices acked per message\n",
+	fmt.Fprintf(out, "  store       writer %.0f %% busy, %.0f commits/s, %.1f pages per message; %.2f notices (accepted, delivered) acked per message\n",
 		100*g.WriterBusy, g.CommitsPerS, g.PagesPerMsg, g.NoticesPerMsg)
 }
 

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -67,7 +66,7 @@ func newGatewayServeCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
 	cmd.Flags().StringVar(&o.config, "config", "", "gateway configuration file (YAML; see docs/gateway.md)")
-	cmd.Flags().BoolVar(&o.dev, "dev", false, "allow the kurer development CA as trust root (never in production)")
+	cmd.Flags().BoolVar(&o.dev, "dev", false, "allow the kurer development PKI: its CA as trust root, its certificates and keys as tls_cert and signing_key (never in production)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -146,6 +145,7 @@ func addrString(a interface{ String() string }) string {
 type adminFlags struct {
 	url       string
 	ca        string
+	dev       bool
 	tokenFile string
 	output    string
 }
@@ -153,6 +153,7 @@ type adminFlags struct {
 func (a *adminFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&a.url, "admin", "https://127.0.0.1:8444", "the gateway's admin API URL")
 	cmd.Flags().StringVar(&a.ca, "ca", "", "PEM file of the CA that issued the gateway's TLS certificate (default: system roots)")
+	cmd.Flags().BoolVar(&a.dev, "dev", false, "allow the kurer development CA as --ca (never in production)")
 	cmd.Flags().StringVar(&a.tokenFile, "token-file", "", "file holding the operator token (or set KURER_OPERATOR_TOKEN)")
 	registerOutput(cmd, &a.output)
 }
@@ -171,9 +172,11 @@ func (a *adminFlags) client() (*gwclient.Admin, error) {
 		if err != nil {
 			return nil, exitf(ExitUsage, "--ca: %v", err)
 		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
+		// The dev CA's key is public: trusting it outside dev mode would
+		// let anyone impersonate the gateway and take the operator token.
+		pool, err := pki.TrustPool(roots, a.dev)
+		if err != nil {
+			return nil, exitf(ExitUsage, "--ca: %v", err)
 		}
 		tlsConf.RootCAs = pool
 	}
@@ -254,7 +257,7 @@ func newAccountAddCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "add --name N --org NNNNNNNNN --type T --cert FILE [flags]",
 		Short: "Add an account to the catalog",
-		Example: `  kurer gateway account add --token-file operator.token --ca certs-dev/ca.pem \
+		Example: `  kurer gateway account add --token-file operator.token --ca certs-dev/ca.pem --dev \
     --name "Oslo kommune, barneverntjenesten" --org 310000027 --municipality 0301 \
     --service barneverntjenesten --type no.kurer.barnevern.sak.overforing.v1 --cert certs-dev/oslo.pem`,
 		Args: cobra.NoArgs,
@@ -284,7 +287,7 @@ func newAccountListCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "list",
 		Short:   "List the accounts in the catalog",
-		Example: `  kurer gateway account list --token-file operator.token --ca certs-dev/ca.pem -o json`,
+		Example: `  kurer gateway account list --token-file operator.token --ca certs-dev/ca.pem --dev -o json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.client()
@@ -511,6 +514,9 @@ func newGatewayMessagesCommand() *cobra.Command {
 			if err != nil {
 				return gatewayError("messages list", err)
 			}
+			if len(msgs) >= gwclient.MaxMessagesListed {
+				fmt.Fprintf(cmd.ErrOrStderr(), "messages list: the oldest %d shown; narrow the filter (--state, --account, --type, --older-than) to see the others\n", len(msgs))
+			}
 			if a.output == outputJSON {
 				return writeJSON(cmd.OutOrStdout(), msgs)
 			}
@@ -530,7 +536,7 @@ func newGatewayMessagesCommand() *cobra.Command {
 	list.Flags().StringVar(&f.State, "state", "", "accepted, leased, delivered, rejected, expired or dead_lettered")
 	list.Flags().StringVar(&f.Account, "account", "", "sender or receiver account id")
 	list.Flags().StringVar(&f.Type, "type", "", "message type")
-	list.Flags().DurationVar(&f.OlderThan, "older-than", 0, "only messages in their state for longer than this, e.g. 1h")
+	list.Flags().DurationVar(&f.OlderThan, "older-than", 0, "only messages accepted longer ago than this, e.g. 1h (with --state accepted or leased: stuck ones)")
 	cmd.AddCommand(list)
 	return cmd
 }
@@ -582,17 +588,40 @@ func newAuditCommand(who string) *cobra.Command {
 	var (
 		path   string
 		output string
+		expect []string
 	)
 	verify := &cobra.Command{
-		Use:     "verify --audit FILE",
-		Short:   "Verify the audit log's hash chain; exit 3 if any record was edited, removed or reordered",
-		Example: fmt.Sprintf(`  kurer %s audit verify --audit /var/lib/kurer/%s/audit.log`, who, who),
-		Args:    cobra.NoArgs,
+		Use:   "verify --audit FILE [--expect SEQ:HASH]...",
+		Short: "Verify the audit log's hash chain; exit 3 if any record was edited, removed or reordered",
+		Long: `Verify the audit log's hash chain; exit 3 if any record was edited, removed or reordered.
+
+The log's head file (FILE.head) must exist once the log has records: a
+missing head file means records may have been cut off the end, and fails
+the verification. --expect SEQ:HASH (repeatable) names a record whose hash
+you noted somewhere the host cannot write (the "last hash" of an earlier
+verification); the log must still hold that record with that hash.`,
+		Example: fmt.Sprintf(`  kurer %[1]s audit verify --audit /var/lib/kurer/%[1]s/audit.log
+  kurer %[1]s audit verify --audit /var/lib/kurer/%[1]s/audit.log \
+    --expect 1042:b18fa857b88fa37855132afd6775cf98ec8436ab9f496464d144b1b7b9107e5a`, who),
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			rep, err := audit.Verify(path)
+			opts := audit.VerifyOptions{}
+			seen := map[uint64]string{}
+			for _, e := range expect {
+				c, err := audit.ParseCheckpoint(e)
+				if err != nil {
+					return exitf(ExitUsage, "--expect: %v", err)
+				}
+				if h, ok := seen[c.Seq]; ok && h != c.Hash {
+					return exitf(ExitUsage, "--expect: two different hashes for record %d", c.Seq)
+				}
+				seen[c.Seq] = c.Hash
+				opts.Expect = append(opts.Expect, c)
+			}
+			rep, err := audit.VerifyWith(path, opts)
 			if output == outputJSON {
 				if werr := writeJSON(cmd.OutOrStdout(), map[string]any{"ok": err == nil, "report": rep}); werr != nil {
 					return werr
@@ -606,11 +635,15 @@ func newAuditCommand(who string) *cobra.Command {
 			}
 			if output != outputJSON {
 				fmt.Fprintf(cmd.OutOrStdout(), "ok: %d records, chain intact, last hash %s\n", rep.Records, rep.LastHash)
+				for _, c := range opts.Expect {
+					fmt.Fprintf(cmd.OutOrStdout(), "expected: record %d has hash %s\n", c.Seq, c.Hash)
+				}
 			}
 			return nil
 		},
 	}
 	verify.Flags().StringVar(&path, "audit", "", "the audit log file")
+	verify.Flags().StringArrayVar(&expect, "expect", nil, "SEQ:HASH of a record the log must hold with that hash (repeatable; e.g. the last hash of an earlier verification)")
 	_ = verify.MarkFlagRequired("audit")
 	registerOutput(verify, &output)
 	cmd.AddCommand(verify)

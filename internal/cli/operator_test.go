@@ -73,7 +73,7 @@ func TestOperatorPath(t *testing.T) {
 	start("gateway", "gateway", "serve", "--config", filepath.Join(dir, "gateway.yaml"), "--dev")
 	waitHTTP(t, "http://"+ports[2]+api.PathReady)
 
-	admin := []string{"--admin", "https://" + ports[1], "--ca", filepath.Join(root, "certs-dev", "ca.pem"),
+	admin := []string{"--admin", "https://" + ports[1], "--ca", filepath.Join(root, "certs-dev", "ca.pem"), "--dev",
 		"--token-file", filepath.Join(root, "examples", "dev", "operator.token")}
 	types := "no.kurer.barnevern.sak.overforing.v1,no.kurer.kvittering.mottatt.v1,no.kurer.kvittering.avvist.v1,no.kurer.kvittering.behandlet.v1"
 	for _, a := range []struct{ id, name, org, mun, cert string }{
@@ -106,7 +106,7 @@ func TestOperatorPath(t *testing.T) {
 		t.Fatalf("account show: %d\n%s", code, out)
 	}
 	// Without the operator token the admin API refuses.
-	_, errOut, code = runCLI(ctx, "gateway", "account", "list", "--admin", "https://"+ports[1], "--ca", filepath.Join(root, "certs-dev", "ca.pem"), "--token-file", filepath.Join(root, "examples", "dev", "agent.token"))
+	_, errOut, code = runCLI(ctx, "gateway", "account", "list", "--admin", "https://"+ports[1], "--ca", filepath.Join(root, "certs-dev", "ca.pem"), "--dev", "--token-file", filepath.Join(root, "examples", "dev", "agent.token"))
 	if code == 0 || !strings.Contains(errOut, "operator") && !strings.Contains(errOut, "unauthenticated") {
 		t.Fatalf("wrong operator token: exit %d %q", code, errOut)
 	}

@@ -248,7 +248,9 @@ durably in its outbox before kurer prints the message id.
 
 RECEIVER is a municipality number (0301), org:NNNNNNNNN (an organisation
 number) or an account id (UUID); the agent resolves numbers through the
-gateway catalog for the message type.
+gateway catalog for the message type. A number that more than one account
+answers to for the type is refused (ambiguous_receiver, nothing is sent):
+give the account id the error names instead.
 
 Files given one by one are sent under their base names; a folder's files
 under their paths relative to the folder (hidden files skipped). If the

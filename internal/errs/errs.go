@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 )
 
 // Code is a stable, documented error code. Codes never change meaning; new
@@ -26,6 +27,9 @@ const (
 	InvalidHeader    Code = "invalid_routing_header"
 	NotFound         Code = "not_found"
 	MethodNotAllowed Code = "method_not_allowed"
+	// RangeNotSatisfiable: a download's Range header is malformed or lies
+	// wholly beyond the end (Content-Range: bytes */SIZE says the size).
+	RangeNotSatisfiable Code = "range_not_satisfiable"
 
 	// Authentication and authorisation.
 	Unauthenticated  Code = "unauthenticated"
@@ -46,6 +50,13 @@ const (
 	// UploadOffset: a resumed upload's Content-Range does not start where
 	// the gateway's partial upload ends (Upload-Offset says where).
 	UploadOffset Code = "upload_offset_mismatch"
+	// AmbiguousReceiver: a receiver given by municipality or org number
+	// is answered by more than one account for the type; the sender must
+	// give the account id.
+	AmbiguousReceiver Code = "ambiguous_receiver"
+	// CatalogConflict: an account would make a (municipality, type) or
+	// (org number, type) pair answer to more than one account.
+	CatalogConflict Code = "catalog_conflict"
 
 	// Envelope opening (one uniform class to outsiders).
 	InvalidEnvelope Code = "invalid_envelope"
@@ -61,33 +72,36 @@ var catalogue = map[Code]struct {
 	status int
 	msg    string
 }{
-	BadRequest:       {http.StatusBadRequest, "the request is not valid"},
-	MalformedJSON:    {http.StatusBadRequest, "the request body is not valid JSON for this endpoint"},
-	TooLarge:         {http.StatusRequestEntityTooLarge, "the request is larger than allowed"},
-	DigestMismatch:   {http.StatusBadRequest, "the body does not match the declared digest"},
-	SizeMismatch:     {http.StatusBadRequest, "the body does not match the declared size"},
-	InvalidHeader:    {http.StatusBadRequest, "the routing header is missing or invalid"},
-	NotFound:         {http.StatusNotFound, "not found"},
-	MethodNotAllowed: {http.StatusMethodNotAllowed, "method not allowed"},
-	Unauthenticated:  {http.StatusUnauthorized, "authentication required"},
-	InvalidAssertion: {http.StatusUnauthorized, "the client assertion was not accepted"},
-	ReplayedJTI:      {http.StatusUnauthorized, "the client assertion was already used"},
-	TokenExpired:     {http.StatusUnauthorized, "the access token has expired"},
-	Forbidden:        {http.StatusForbidden, "not allowed for this account"},
-	OperatorOnly:     {http.StatusForbidden, "this endpoint requires the operator role"},
-	UnknownReceiver:  {http.StatusUnprocessableEntity, "the receiver is not a known account"},
-	UnknownSender:    {http.StatusUnprocessableEntity, "the sender is not a known account"},
-	UnknownType:      {http.StatusUnprocessableEntity, "the message type is not known"},
-	TypeNotAccepted:  {http.StatusUnprocessableEntity, "the receiver does not accept this message type"},
-	Expired:          {http.StatusUnprocessableEntity, "the message has expired"},
-	Conflict:         {http.StatusConflict, "a message with this id and other content exists"},
-	NotDeliverable:   {http.StatusConflict, "the message cannot be delivered in its current state"},
-	UploadOffset:     {http.StatusConflict, "the upload does not continue where the stored part ends"},
-	InvalidEnvelope:  {http.StatusUnprocessableEntity, "the envelope could not be opened and verified"},
-	SchemaInvalid:    {http.StatusUnprocessableEntity, "the message content does not match its schema"},
-	WrongReceiver:    {http.StatusUnprocessableEntity, "the message is not addressed to this account"},
-	Unavailable:      {http.StatusServiceUnavailable, "the service is temporarily unavailable"},
-	Internal:         {http.StatusInternalServerError, "internal error"},
+	BadRequest:          {http.StatusBadRequest, "the request is not valid"},
+	MalformedJSON:       {http.StatusBadRequest, "the request body is not valid JSON for this endpoint"},
+	TooLarge:            {http.StatusRequestEntityTooLarge, "the request is larger than allowed"},
+	DigestMismatch:      {http.StatusBadRequest, "the body does not match the declared digest"},
+	SizeMismatch:        {http.StatusBadRequest, "the body does not match the declared size"},
+	InvalidHeader:       {http.StatusBadRequest, "the routing header is missing or invalid"},
+	NotFound:            {http.StatusNotFound, "not found"},
+	MethodNotAllowed:    {http.StatusMethodNotAllowed, "method not allowed"},
+	RangeNotSatisfiable: {http.StatusRequestedRangeNotSatisfiable, "the requested range cannot be served"},
+	Unauthenticated:     {http.StatusUnauthorized, "authentication required"},
+	InvalidAssertion:    {http.StatusUnauthorized, "the client assertion was not accepted"},
+	ReplayedJTI:         {http.StatusUnauthorized, "the client assertion was already used"},
+	TokenExpired:        {http.StatusUnauthorized, "the access token has expired"},
+	Forbidden:           {http.StatusForbidden, "not allowed for this account"},
+	OperatorOnly:        {http.StatusForbidden, "this endpoint requires the operator role"},
+	UnknownReceiver:     {http.StatusUnprocessableEntity, "the receiver is not a known account"},
+	UnknownSender:       {http.StatusUnprocessableEntity, "the sender is not a known account"},
+	UnknownType:         {http.StatusUnprocessableEntity, "the message type is not known"},
+	TypeNotAccepted:     {http.StatusUnprocessableEntity, "the receiver does not accept this message type"},
+	Expired:             {http.StatusUnprocessableEntity, "the message has expired"},
+	Conflict:            {http.StatusConflict, "a message with this id and other content exists"},
+	NotDeliverable:      {http.StatusConflict, "the message cannot be delivered in its current state"},
+	UploadOffset:        {http.StatusConflict, "the upload does not continue where the stored part ends"},
+	AmbiguousReceiver:   {http.StatusUnprocessableEntity, "more than one account answers to this receiver; give the account id"},
+	CatalogConflict:     {http.StatusConflict, "another account already receives this type for the same municipality or organisation number"},
+	InvalidEnvelope:     {http.StatusUnprocessableEntity, "the envelope could not be opened and verified"},
+	SchemaInvalid:       {http.StatusUnprocessableEntity, "the message content does not match its schema"},
+	WrongReceiver:       {http.StatusUnprocessableEntity, "the message is not addressed to this account"},
+	Unavailable:         {http.StatusServiceUnavailable, "the service is temporarily unavailable"},
+	Internal:            {http.StatusInternalServerError, "internal error"},
 }
 
 // Status is the HTTP status for c (500 for an unknown code).
@@ -106,12 +120,13 @@ func (c Code) Message() string {
 	return catalogue[Internal].msg
 }
 
-// Codes lists every code in the catalogue.
+// Codes lists every code in the catalogue, sorted.
 func Codes() []Code {
 	out := make([]Code, 0, len(catalogue))
 	for c := range catalogue {
 		out = append(out, c)
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -195,8 +210,12 @@ func statusCode(status int) Code {
 		return Forbidden
 	case http.StatusNotFound:
 		return NotFound
+	case http.StatusMethodNotAllowed:
+		return MethodNotAllowed
 	case http.StatusRequestEntityTooLarge:
 		return TooLarge
+	case http.StatusRequestedRangeNotSatisfiable:
+		return RangeNotSatisfiable
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return Unavailable
 	}

@@ -43,3 +43,30 @@ func TestWriteKeepsCauseInside(t *testing.T) {
 		t.Fatal("a plain error must map to internal_error")
 	}
 }
+
+// TestFromResponseStatus checks the code a client gives an answer that is
+// not a catalogue body (a proxy's page, say), by its status.
+func TestFromResponseStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		want   Code
+	}{
+		{400, BadRequest},
+		{404, NotFound},
+		{405, MethodNotAllowed},
+		{413, TooLarge},
+		{416, RangeNotSatisfiable},
+		{418, BadRequest},
+		{502, Unavailable},
+		{500, Internal},
+	} {
+		if got := FromResponse(tc.status, []byte("<html>proxy</html>")).Code; got != tc.want {
+			t.Errorf("status %d: code %s, want %s", tc.status, got, tc.want)
+		}
+	}
+	for _, c := range Codes() {
+		if c.Status() < 400 || c.Message() == "" {
+			t.Errorf("%s: status %d, message %q", c, c.Status(), c.Message())
+		}
+	}
+}

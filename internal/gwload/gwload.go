@@ -86,7 +86,7 @@ type Result struct {
 	// each message's due time). Sorted.
 	Latencies []time.Duration
 	// NoticesAcked: notices the receivers acked (with Senders ==
-	// Receivers, one "delivered" per message).
+	// Receivers, an "accepted" and a "delivered" per message).
 	NoticesAcked int64
 	// Polls that brought items, each followed by one ack request.
 	Polls int64
