@@ -497,11 +497,15 @@ func (a *Agent) upload(ctx context.Context, id string) time.Time {
 		}
 	}
 	now := a.now().UTC()
+	// The gateway's accepted notice (the same receipt, in this agent's
+	// mailbox) may have been applied first: then the state is sent
+	// already, and the change is counted and audited once, there.
+	advanced := false
 	rec, err = a.store.updateOut(ctx, id, func(r *outRecord) error {
 		if !r.hasReceipt(rcpt.Kind, rcpt.Signed) {
 			r.Receipts = append(r.Receipts, rcpt)
 		}
-		r.advance(localapi.StateChange{State: localapi.StateSent, At: now})
+		advanced = r.advance(localapi.StateChange{State: localapi.StateSent, At: now})
 		r.Pending = false
 		return nil
 	})
@@ -510,7 +514,9 @@ func (a *Agent) upload(ctx context.Context, id string) time.Time {
 		return a.now().Add(time.Second)
 	}
 	_ = os.Remove(a.envPath(id)) // the gateway holds it durably now
-	a.outChanged(ctx, rec, localapi.StateSent, "")
+	if advanced {
+		a.outChanged(ctx, rec, localapi.StateSent, "")
+	}
 	_ = a.step(StepSent, id)
 	return time.Time{}
 }
