@@ -120,6 +120,15 @@ func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("not ready\n"))
 		return
 	}
+	// A store that cannot commit (failed, stalled or closed) makes every
+	// submit, lease and ack fail: take this gateway out of rotation.
+	if h, ok := s.st.(interface{ Health() error }); ok {
+		if err := h.Health(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: store unavailable\n"))
+			return
+		}
+	}
 	_, _ = w.Write([]byte("ready\n"))
 }
 

@@ -54,6 +54,10 @@ type Options struct {
 	InitialMmapSize int
 	// Buckets are created at open if missing.
 	Buckets []string
+	// StallAfter: Health reports the writer stalled once one of its
+	// transactions has run this long (a disk that stopped answering
+	// fsyncs). Default 30s.
+	StallAfter time.Duration
 	// Filled names buckets written at their end (keys that only grow:
 	// sequence numbers, times, UUIDv7 ids) and emptied from the front: the
 	// writer fills their leaf pages (bbolt FillPercent 1) instead of
@@ -74,6 +78,13 @@ type DB struct {
 	commits atomic.Uint64 // transactions committed by the writer
 	updates atomic.Uint64 // updates they carried
 	busy    atomic.Int64  // nanoseconds the writer spent running them
+
+	// For Health: when the running transaction started (UnixNano, 0 when
+	// idle), and the error of the last transaction if it failed to commit
+	// (nil once one commits again).
+	stallAfter time.Duration
+	txStart    atomic.Int64
+	commitErr  atomic.Pointer[error]
 
 	mu        sync.RWMutex // guards closed against in-flight sends
 	closed    bool
@@ -104,6 +115,9 @@ func Open(path string, o Options) (*DB, error) {
 	if o.InitialMmapSize == 0 {
 		o.InitialMmapSize = defaultMmapSize()
 	}
+	if o.StallAfter <= 0 {
+		o.StallAfter = 30 * time.Second
+	}
 	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: o.InitialMmapSize})
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -129,6 +143,7 @@ func Open(path string, o Options) (*DB, error) {
 		maxBatch:    o.MaxBatch,
 		linger:      o.Linger,
 		lingerBatch: min(o.LingerBatch, o.MaxBatch),
+		stallAfter:  o.StallAfter,
 		done:        make(chan struct{}),
 		stopped:     make(chan struct{}),
 	}
@@ -305,16 +320,50 @@ func (d *DB) run(batch []*request) {
 }
 
 // update runs fn in a read-write transaction with the Options.Filled
-// buckets filled (a bucket's FillPercent lasts one transaction).
+// buckets filled (a bucket's FillPercent lasts one transaction). It keeps
+// what Health reports: the transaction's start while it runs, and whether
+// it failed to commit (an error that is not fn's own).
 func (d *DB) update(fn func(*bolt.Tx) error) error {
-	return d.bolt.Update(func(tx *bolt.Tx) error {
+	d.txStart.Store(time.Now().UnixNano())
+	defer d.txStart.Store(0)
+	var fnErr error
+	err := d.bolt.Update(func(tx *bolt.Tx) error {
 		for _, name := range d.filled {
 			if bk := tx.Bucket(name); bk != nil {
 				bk.FillPercent = 1
 			}
 		}
-		return fn(tx)
+		fnErr = fn(tx)
+		return fnErr
 	})
+	switch {
+	case err == nil:
+		d.commitErr.Store(nil)
+	case fnErr == nil: // the commit itself failed
+		d.commitErr.Store(&err)
+	}
+	return err
+}
+
+// Health returns nil while the store can commit: an error once it is
+// closed, while a transaction has been running for StallAfter or longer,
+// or when the last transaction failed to commit (until one commits).
+func (d *DB) Health() error {
+	d.mu.RLock()
+	closed := d.closed
+	d.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if t := d.txStart.Load(); t != 0 {
+		if running := time.Since(time.Unix(0, t)); running >= d.stallAfter {
+			return fmt.Errorf("store writer stalled: a commit has run for %s", running.Truncate(time.Second))
+		}
+	}
+	if p := d.commitErr.Load(); p != nil {
+		return fmt.Errorf("store commit failed: %w", *p)
+	}
+	return nil
 }
 
 func bytesOf(ss []string) [][]byte {

@@ -341,3 +341,64 @@ func TestFilledBucketsPackLeaves(t *testing.T) {
 		t.Errorf("filled bucket has %d leaf pages, plain %d: want at most 60 %%", filled, plain)
 	}
 }
+
+// TestHealth: healthy while commits succeed, also when a caller's own
+// function fails; unhealthy while a transaction runs past StallAfter, when
+// a transaction cannot commit, and once closed.
+func TestHealth(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "db"), Options{Buckets: []string{"b"}, StallAfter: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := d.Health(); err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	mine := errors.New("caller's own error")
+	if err := d.Update(ctx, func(*bolt.Tx) error { return mine }); !errors.Is(err, mine) {
+		t.Fatal(err)
+	}
+	if err := d.Health(); err != nil {
+		t.Fatalf("after a caller's error: %v", err)
+	}
+
+	// A transaction that does not end (as one whose fsync hangs).
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Update(ctx, func(tx *bolt.Tx) error {
+			<-release
+			return tx.Bucket([]byte("b")).Put([]byte("k"), []byte("v"))
+		})
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Health() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a transaction running past StallAfter was not reported")
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for StallAfter to pass
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Health(); err != nil {
+		t.Fatalf("after the stall ended: %v", err)
+	}
+
+	// A transaction that cannot commit: the file is gone from under the
+	// writer (bbolt refuses to begin).
+	if err := d.Bolt().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(ctx, func(tx *bolt.Tx) error { return nil }); err == nil {
+		t.Fatal("update on a closed bolt database succeeded")
+	}
+	if err := d.Health(); err == nil {
+		t.Fatal("a failed commit was not reported")
+	}
+	_ = d.Close()
+	if err := d.Health(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed: %v", err)
+	}
+}

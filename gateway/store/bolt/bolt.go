@@ -141,6 +141,10 @@ func Open(dir string, o Options) (*Backend, error) {
 // busy time): the saturation of the store's one serial stage.
 func (b *Backend) WriterStats() boltdb.Stats { return b.db.Stats() }
 
+// Health reports whether the store can commit (boltdb.DB.Health): the
+// gateway's /readyz answers not ready while it cannot.
+func (b *Backend) Health() error { return b.db.Health() }
+
 // Close closes the database after queued writes.
 func (b *Backend) Close() error { return b.db.Close() }
 
