@@ -277,13 +277,17 @@ func (s *Server) handleAccountShow(w http.ResponseWriter, r *http.Request) {
 // Like a create, it is refused with catalog_conflict if it would give a
 // (municipality, type) or (org number, type) pair a second account.
 func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.loadAccount(w, r)
-	if !ok {
-		return
-	}
 	var req api.AccountRequest
 	if err := decodeJSON(w, r, &req, 1<<20); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	// Read, check and write under the catalog lock, so that a certificate
+	// or account removed meanwhile is not written back.
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	a, ok := s.loadAccount(w, r)
+	if !ok {
 		return
 	}
 	if (req.ID != "" && req.ID != a.ID) || len(req.Certificates) > 0 {
@@ -296,8 +300,6 @@ func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Name, a.OrgNumber, a.Municipality, a.Service, a.Types = req.Name, req.OrgNumber, req.Municipality, req.Service, dedupe(req.Types)
 	a.Updated = s.now().UTC()
-	s.catalogMu.Lock()
-	defer s.catalogMu.Unlock()
 	if err := s.receiverConflict(r.Context(), a); err != nil {
 		s.fail(w, r, err)
 		return
@@ -311,6 +313,8 @@ func (s *Server) handleAccountUpdate(w http.ResponseWriter, r *http.Request) {
 
 // handleAccountDelete is DELETE /v1/admin/accounts/{account}.
 func (s *Server) handleAccountDelete(w http.ResponseWriter, r *http.Request) {
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
 	id := r.PathValue("account")
 	if err := s.st.DeleteAccount(r.Context(), id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -328,13 +332,16 @@ func (s *Server) handleAccountDelete(w http.ResponseWriter, r *http.Request) {
 
 // handleCertAdd is POST /v1/admin/accounts/{account}/certs.
 func (s *Server) handleCertAdd(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.loadAccount(w, r)
-	if !ok {
-		return
-	}
 	var req api.CertificateRequest
 	if err := decodeJSON(w, r, &req, 64<<10); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	// The body is read before the lock: a slow client holds up no one.
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
+	a, ok := s.loadAccount(w, r)
+	if !ok {
 		return
 	}
 	c, err := s.parseAccountCert(req.PEM)
@@ -360,6 +367,8 @@ func (s *Server) handleCertAdd(w http.ResponseWriter, r *http.Request) {
 // handleCertRemove is DELETE /v1/admin/accounts/{account}/certs/{fingerprint}.
 // The last certificate cannot be removed.
 func (s *Server) handleCertRemove(w http.ResponseWriter, r *http.Request) {
+	s.catalogMu.Lock()
+	defer s.catalogMu.Unlock()
 	a, ok := s.loadAccount(w, r)
 	if !ok {
 		return

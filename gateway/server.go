@@ -81,8 +81,11 @@ type Server struct {
 
 	shipMu sync.Mutex // one audit journal shipper at a time
 
-	// catalogMu serialises account creates and updates, so that the
-	// receiver-uniqueness check and the write it guards are one step.
+	// catalogMu serialises the catalog's writes (account create, update,
+	// delete, certificate add and remove), so that each read-check-write
+	// is one step: the receiver-uniqueness check holds for what is
+	// written, and an update cannot bring back a certificate or an
+	// account removed meanwhile.
 	catalogMu sync.Mutex
 
 	uploadsMu sync.Mutex
