@@ -78,7 +78,7 @@ func (g catalogOnly) Find(_ context.Context, query, _ string) (api.Account, erro
 }
 
 // fuzzAgent builds Trondheim's agent with small local API limits.
-func fuzzAgent(f *testing.F) *Agent {
+func fuzzAgent(f testing.TB) *Agent {
 	f.Helper()
 	p := pkitest.New(f, "trondheim", "oslo")
 	oslo := p.Accounts["oslo"]

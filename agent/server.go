@@ -62,6 +62,12 @@ func (a *Agent) handleReady(w http.ResponseWriter, _ *http.Request) {
 		errs.Write(w, errs.Newf(errs.Unavailable, "the gateway has not been reached yet"))
 		return
 	}
+	// The outbox, inbox and receipts are promised durable: a store that
+	// cannot commit (closed, failed or stalled) takes nothing in.
+	if err := a.store.db.Health(); err != nil {
+		errs.Write(w, errs.Newf(errs.Unavailable, "the agent's store cannot commit"))
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, "ready\n")
 }
