@@ -186,6 +186,25 @@ func (s *Server) receiverConflict(ctx context.Context, a store.Account) error {
 	return nil
 }
 
+// warnAmbiguousCatalog logs, at start, each account that shares a
+// (municipality or org number, type) pair with another: a catalog written
+// before the admin API refused that, or edited outside it. Agents refuse
+// to send to such a pair by number (ambiguous_receiver) until an operator
+// resolves it, so the operator is told at once, not by a failed send.
+func (s *Server) warnAmbiguousCatalog(ctx context.Context) {
+	all, err := s.st.Accounts(ctx)
+	if err != nil {
+		s.log.Error("read catalog", "err", err)
+		return
+	}
+	for _, a := range all {
+		if err := s.receiverConflict(ctx, a); err != nil {
+			s.log.Warn("catalog: ambiguous receiver; senders must address it by account id until resolved",
+				"account", a.ID, "problem", err.Error())
+		}
+	}
+}
+
 // handleAccountCreate is POST /v1/admin/accounts.
 func (s *Server) handleAccountCreate(w http.ResponseWriter, r *http.Request) {
 	var req api.AccountRequest

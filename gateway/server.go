@@ -253,6 +253,7 @@ func (s *Server) newHTTPServer(h http.Handler) *http.Server {
 // stops accepting, wakes long polls, waits for requests in flight, stops the
 // sweeper and closes storage and the audit log.
 func (s *Server) Run(ctx context.Context) error {
+	s.warnAmbiguousCatalog(ctx)
 	api := s.newHTTPServer(s.apiHandler())
 	fresh := newFreshConns()
 	api.ConnState = func(c net.Conn, st http.ConnState) {
