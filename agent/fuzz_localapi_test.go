@@ -78,7 +78,9 @@ func (g catalogOnly) Find(_ context.Context, query, _ string) (api.Account, erro
 }
 
 // fuzzAgent builds Trondheim's agent with small local API limits.
-func fuzzAgent(f testing.TB) *Agent {
+// fuzzAgent builds the agent; mod, if given, changes its config and adds
+// options before New.
+func fuzzAgent(f testing.TB, mod ...func(*Config, *[]Option)) *Agent {
 	f.Helper()
 	p := pkitest.New(f, "trondheim", "oslo")
 	oslo := p.Accounts["oslo"]
@@ -90,8 +92,11 @@ func fuzzAgent(f testing.TB) *Agent {
 		LocalAPI: LocalAPIConfig{Listen: "127.0.0.1:0", MaxFileSize: 64 << 10, MaxTotalSize: 256 << 10,
 			MaxFiles: 8, MaxMetadataSize: 64 << 10}}
 	tr := p.Accounts["trondheim"]
-	a, err := New(cfg, slog.New(slog.DiscardHandler), WithKeys(Key{Cert: tr.Cert, Signer: tr.Key}),
-		WithTrustRoots(p.CA.Cert), WithGateway(gw), WithToken(fuzzToken))
+	opts := []Option{WithKeys(Key{Cert: tr.Cert, Signer: tr.Key}), WithTrustRoots(p.CA.Cert), WithGateway(gw), WithToken(fuzzToken)}
+	for _, m := range mod {
+		m(&cfg, &opts)
+	}
+	a, err := New(cfg, slog.New(slog.DiscardHandler), opts...)
 	if err != nil {
 		f.Fatal(err)
 	}
