@@ -21,6 +21,25 @@ type testClock struct {
 func (c *testClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *testClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
+// exampleCaseOf is the example case of examples/cases/sak-overforing.
+func exampleCaseOf(tb testing.TB) adapter.Case {
+	tb.Helper()
+	root := filepath.Join("..", "examples", "cases", "sak-overforing")
+	meta, err := os.ReadFile(filepath.Join(root, "melding.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "dokumenter"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := adapter.Case{Type: schemas.TypeSakOverforing, To: "municipality:0301", Metadata: meta}
+	for _, en := range entries {
+		c.Files = append(c.Files, adapter.File{Name: "dokumenter/" + en.Name(), Path: filepath.Join(root, "dokumenter", en.Name())})
+	}
+	return c
+}
+
 // TestUploadRetriesBackOffAndFail: while the gateway is unreachable, each
 // failed upload is counted and its next attempt is stored with the record
 // (so a restart keeps it: the upload pass reads it from the store), the
@@ -34,20 +53,7 @@ func TestUploadRetriesBackOffAndFail(t *testing.T) {
 		*o = append(*o, WithClock(clock.now))
 	})
 	ctx := t.Context()
-	root := filepath.Join("..", "examples", "cases", "sak-overforing")
-	meta, err := os.ReadFile(filepath.Join(root, "melding.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(filepath.Join(root, "dokumenter"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := adapter.Case{Type: schemas.TypeSakOverforing, To: "municipality:0301", Metadata: meta}
-	for _, en := range entries {
-		c.Files = append(c.Files, adapter.File{Name: "dokumenter/" + en.Name(), Path: filepath.Join(root, "dokumenter", en.Name())})
-	}
-	res, err := a.Send(ctx, c)
+	res, err := a.Send(ctx, exampleCaseOf(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,5 +109,32 @@ func TestUploadRetriesBackOffAndFail(t *testing.T) {
 	}
 	if len(seen) < 10 {
 		t.Fatalf("backoff(3) took %d distinct values in 50 draws: not jittered", len(seen))
+	}
+}
+
+// TestExpiresInOutbox: a message whose expiry passes before the gateway
+// took it ends expired with expired_in_outbox, and is not uploaded after.
+func TestExpiresInOutbox(t *testing.T) {
+	clock := &testClock{t: time.Now().UTC()}
+	a := fuzzAgent(t, func(c *Config, o *[]Option) { *o = append(*o, WithClock(clock.now)) })
+	ctx := t.Context()
+	c := exampleCaseOf(t)
+	c.Expires = clock.now().Add(time.Hour)
+	res, err := a.Send(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.uploadPass(ctx) // the gateway is down: one failed attempt
+	clock.add(2 * time.Hour)
+	a.uploadPass(ctx)
+	r, err := a.store.getOut(res.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != localapi.StateExpired || r.Pending || r.Attempts != 1 {
+		t.Fatalf("state %s, pending %v, attempts %d; want expired, not pending, 1 attempt", r.State, r.Pending, r.Attempts)
+	}
+	if last := r.History[len(r.History)-1]; last.Reason != ReasonExpiredLocally {
+		t.Fatalf("expired with reason %q, want %s", last.Reason, ReasonExpiredLocally)
 	}
 }
