@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 )
@@ -287,9 +288,29 @@ func ParseManifest(data []byte, l Limits) (*Manifest, error) {
 	return &m, nil
 }
 
+// foldKey maps s to one representative of its case-folding class: each
+// rune becomes the smallest rune of its unicode.SimpleFold orbit, so
+// foldKey(x) == foldKey(y) exactly when strings.EqualFold(x, y) (which
+// also folds the Kelvin sign to k and the long s to s).
+func foldKey(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
+}
+
 // checkJSONKeys walks the JSON tokens and refuses duplicate object keys (two
 // parsers must never read different values from the same signed bytes) and
-// nesting deeper than maxDepth.
+// nesting deeper than maxDepth. Keys are compared under Unicode case
+// folding, as encoding/json matches them to struct fields: with "id" and
+// "ID" in one object, Go would read the last one and a case-sensitive
+// parser (a case system reading the same manifest) the first.
 func checkJSONKeys(data []byte, maxDepth int) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -329,10 +350,11 @@ func checkJSONKeys(data []byte, maxDepth int) error {
 		if top != nil && top.obj {
 			if top.expect {
 				k, _ := tok.(string)
-				if top.keys[k] {
-					return fail(ReasonFormat, "manifest: duplicate key %q", k)
+				fk := foldKey(k)
+				if top.keys[fk] {
+					return fail(ReasonFormat, "manifest: duplicate key %q (keys are compared ignoring case)", k)
 				}
-				top.keys[k] = true
+				top.keys[fk] = true
 				top.expect = false
 			} else {
 				top.expect = true
