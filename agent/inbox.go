@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kurer/kurer/agent/localapi"
@@ -19,6 +22,7 @@ import (
 	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/schemas"
 )
 
 // receiveLoop long-polls the mailbox and handles each item. Failures back
@@ -305,6 +309,13 @@ func (a *Agent) handleMessage(ctx context.Context, it api.MailboxItem) error {
 	}
 	if oerr != nil {
 		_ = os.RemoveAll(tmp)
+		if !envelopeAtFault(ctx, oerr) {
+			// This host failed (disk, spool, shutdown), not the envelope:
+			// no avvist. Not acked, the item is offered again after its
+			// lease (and dead-lettered after max_attempts leases).
+			_ = os.Remove(part)
+			return &openLocalError{err: oerr}
+		}
 		reason := envelopeReason(oerr)
 		a.log.Warn("envelope refused", "id", r.ID, "from", r.From, "reason", reason, "envelope_reason", envelope.ReasonOf(oerr))
 		err := a.refuse(ctx, r, nil, errs.InvalidEnvelope, []localapi.Reason{{Code: reason}})
@@ -317,9 +328,26 @@ func (a *Agent) handleMessage(ctx context.Context, it api.MailboxItem) error {
 		_ = os.Remove(part)
 		return err
 	}
-	melding, err := os.ReadFile(filepath.Join(tmp, localapi.MetadataFile))
-	if err != nil {
-		melding = nil
+	// Read under the schema's size limit, not whole: the envelope's limits
+	// let a small envelope expand melding.json 200 times, and the schema
+	// check would refuse it only once it is all in memory.
+	melding, err := durable.ReadFile(filepath.Join(tmp, localapi.MetadataFile), schemas.MaxMeldingSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		melding = nil // the schema check refuses a case without one
+	} else if errors.Is(err, durable.ErrTooLarge) {
+		// Refused like any schema failure (the code the schema check gives).
+		_ = os.RemoveAll(tmp)
+		a.log.Warn("incoming message fails its schema", "id", r.ID, "errors", 1)
+		err := a.refuse(ctx, r, opened.Manifest, errs.SchemaInvalid, []localapi.Reason{{Code: schemas.CodeTooLarge,
+			Message: fmt.Sprintf("%s is larger than %d bytes", localapi.MetadataFile, schemas.MaxMeldingSize)}})
+		_ = os.Remove(part)
+		return err
+	} else if err != nil {
+		// Just written by Open: failing to read it back is this host's
+		// failure, not a schema violation of the sender's.
+		_ = os.RemoveAll(tmp)
+		_ = os.Remove(part)
+		return &openLocalError{err: err}
 	}
 	var names []string
 	for _, fe := range opened.Files {
@@ -423,6 +451,78 @@ func (a *Agent) senderCerts(ctx context.Context, from string, fresh bool) ([]*x5
 	}
 	return certs, nil
 }
+
+// envelopeAtFault reports whether err, a failure to open an incoming
+// envelope, lies with the envelope itself, so that the sender gets a signed
+// avvist. Only the envelope package's verdicts on the bytes count (the
+// Reasons of what it checks: decryption, tag, signature, chain, signer,
+// digests, binding, limits, format, names), and only while ctx is live and
+// no operating-system or context error is in the chain. Everything else is
+// this host's failure and is retried, never answered: reading the spooled
+// ciphertext or writing the plaintext (ReasonIO), unusable options or
+// output directory (ReasonUsage), an error that is no verdict at all, and
+// any failure once ctx has ended (shutdown). Classifying the envelope's
+// faults positively keeps an unforeseen local error from ever becoming a
+// signed rejection; a really bad envelope retried in error is refused on a
+// later offer.
+func envelopeAtFault(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var (
+		pathErr *fs.PathError
+		linkErr *os.LinkError
+		sysErr  *os.SyscallError
+		errno   syscall.Errno
+	)
+	if errors.As(err, &pathErr) || errors.As(err, &linkErr) || errors.As(err, &sysErr) || errors.As(err, &errno) {
+		return false
+	}
+	switch envelope.ReasonOf(err) {
+	case envelope.ReasonDecrypt, envelope.ReasonTag, envelope.ReasonSignature, envelope.ReasonChain,
+		envelope.ReasonSigner, envelope.ReasonDigest, envelope.ReasonBinding, envelope.ReasonLimits,
+		envelope.ReasonFormat, envelope.ReasonNames:
+		return true
+	}
+	return false
+}
+
+// openLocalError is a failure of this host to open (or read back) an
+// incoming envelope. handleMessage returns it instead of refusing: the item
+// is not acked and the gateway offers it again. Its text, which the receive
+// loop logs, holds the envelope's reason and the system's error but no
+// path: the paths under the output directory are payload file names, which
+// can hold personal data. The whole cause stays reachable with errors.Is/As.
+type openLocalError struct{ err error }
+
+func (e *openLocalError) Error() string {
+	msg := "open envelope: failed on this host"
+	r := envelope.ReasonOf(e.err)
+	if r != "" {
+		msg += " (" + string(r) + ")"
+	}
+	var errno syscall.Errno
+	switch {
+	case errors.Is(e.err, context.Canceled):
+		return msg + ": " + context.Canceled.Error()
+	case errors.Is(e.err, context.DeadlineExceeded):
+		return msg + ": " + context.DeadlineExceeded.Error()
+	case errors.As(e.err, &errno):
+		return msg + ": " + errno.Error()
+	case r == "" || r == envelope.ReasonIO || r == envelope.ReasonUsage:
+		// The envelope package formats some causes into its text (%v),
+		// which drops the errno from the chain: keep what follows the
+		// last ": ", the system's own words after "op path". (Not for a
+		// verdict's text, which can quote a file name.)
+		s := e.err.Error()
+		if i := strings.LastIndex(s, ": "); i >= 0 {
+			return msg + ": " + s[i+2:]
+		}
+	}
+	return msg
+}
+
+func (e *openLocalError) Unwrap() error { return e.err }
 
 // envelopeReason maps an envelope failure to a receipt reason code.
 func envelopeReason(err error) string {
@@ -652,6 +752,21 @@ func (a *Agent) deliverable(id string) bool {
 	return rec.NeedDeliver && !rec.NeedAck && len(rec.PendingReceipts) == 0 && !rec.NextDeliver.After(a.now())
 }
 
+// pathless is err for a log line without the file names of a file-system
+// error in its chain (payload file names can hold personal data): the
+// operation and the system's error are kept, the paths dropped.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s: %w", le.Op, le.Err)
+	}
+	return err
+}
+
 // deliver hands a stored message to the receiving adapter.
 func (a *Agent) deliver(ctx context.Context, id string) error {
 	rec, err := a.store.getIn(id)
@@ -679,7 +794,9 @@ func (a *Agent) deliver(ctx context.Context, id string) error {
 		tries := rec.DeliverTries + 1
 		next := a.now().Add(a.backoff(tries))
 		a.metrics.deliverRetries.Inc()
-		a.log.Warn("adapter delivery failed; will retry", "id", id, "adapter", a.receiver.Name(), "tries", tries, "next", next, "err", derr)
+		// A file-system adapter's error names the payload file, which can
+		// hold personal data: the log gets the operation and the cause.
+		a.log.Warn("adapter delivery failed; will retry", "id", id, "adapter", a.receiver.Name(), "tries", tries, "next", next, "err", pathless(derr))
 		_, err := a.store.updateIn(ctx, id, func(r *inRecord) error {
 			r.DeliverTries, r.NextDeliver = tries, next
 			return nil

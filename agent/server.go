@@ -93,7 +93,7 @@ func (a *Agent) requireToken(h http.HandlerFunc) http.Handler {
 func (a *Agent) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := errs.CodeOf(err)
 	if code.Status() >= 500 {
-		a.log.Error("local api request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		a.log.Error("local api request failed", "method", r.Method, "route", r.Pattern, "code", code, "err", pathless(err))
 	}
 	var ve *ValidationError
 	if errors.As(err, &ve) {

@@ -13,6 +13,11 @@
 //     temp folder, then renamed) as Inbox/<message id>/ with its files,
 //     manifest.json and signature.p7s (the sender's signed statement) and
 //     message.json (routing and the id of the mottatt receipt sent back).
+//     The payload files are copies: the case system may change or delete
+//     them without touching the agent's verified copy. A message with a
+//     payload file (or top folder) named like one of those three, in any
+//     case, is refused with ReasonReservedName, and the sender gets a
+//     signed avvist saying so.
 //   - Receipts: each state change of an outgoing message rewrites
 //     Receipts/<message id>.json (state, history, receipts), atomically.
 //
@@ -23,6 +28,7 @@
 package folder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +41,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -55,6 +62,23 @@ const (
 	ErrorFile  = "kurer-error.json"
 	maxCaseLen = 64 << 10
 )
+
+// Files the adapter writes into every Inbox/<id>/ besides the payload.
+const (
+	MessageFile   = "message.json"  // routing and the mottatt receipt's id (MessageInfo)
+	ManifestFile  = "manifest.json" // the sender's signed manifest
+	SignatureFile = "signature.p7s" // the sender's signature over ManifestFile
+)
+
+// reservedNames are the adapter's own files in Inbox/<id>/. A payload file
+// whose first path component equals one of them (ignoring case and
+// trailing dots and spaces) is refused with ReasonReservedName.
+var reservedNames = [...]string{MessageFile, ManifestFile, SignatureFile}
+
+// ReasonReservedName is the reason code of a message refused because a
+// payload file would take the place of one of the adapter's own files; its
+// message quotes the file's name.
+const ReasonReservedName = "reserved_file_name"
 
 // Config of a folder adapter. Paths must be on one file system per folder
 // pair (Outbox with Sent and Failed; Inbox) so that renames are atomic.
@@ -343,8 +367,15 @@ var _ adapter.Receives = (*Folder)(nil)
 func (f *Folder) Receives() bool { return f.cfg.Inbox != "" }
 
 // Deliver writes an incoming message into Inbox/<id>/ atomically. A message
-// already there is left as is.
-func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery) error {
+// already there is left as is. The payload files are copies, never links to
+// the agent's verified copy, so that nothing written into the inbox (by the
+// adapter or, later, by the case system) can change the agent's bytes.
+//
+// A message with a payload file that would take the place of one of the
+// adapter's own files (reservedNames) is refused for good: it is marked
+// rejected with ReasonReservedName (the sender gets a signed avvist) and
+// nothing is written into the inbox.
+func (f *Folder) Deliver(ctx context.Context, h adapter.Host, d adapter.Delivery) (err error) {
 	if f.cfg.Inbox == "" {
 		return errors.New("folder adapter has no inbox")
 	}
@@ -359,25 +390,47 @@ func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
+	if reasons := reservedReasons(d.Files); len(reasons) > 0 {
+		return f.refuse(ctx, h, d.ID, reasons)
+	}
 	if err := os.Mkdir(tmp, 0o750); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			// Leave no half-written copy of the payload behind; the
+			// next attempt starts over.
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	dirs := map[string]bool{tmp: true}
 	for _, file := range d.Files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := placeFile(filepath.Join(d.Dir, filepath.FromSlash(file.Name)), tmp, file.Name); err != nil {
+		dst := filepath.Join(tmp, filepath.FromSlash(file.Name))
+		for p := filepath.Dir(dst); p != tmp && !dirs[p]; p = filepath.Dir(p) {
+			dirs[p] = true
+		}
+		if err := copyFile(filepath.Join(d.Dir, filepath.FromSlash(file.Name)), dst); err != nil {
 			return fmt.Errorf("inbox file: %w", err)
 		}
 	}
 	meta, _ := json.MarshalIndent(d.Info(), "", "  ")
-	for name, data := range map[string][]byte{"message.json": meta, "manifest.json": d.Manifest, "signature.p7s": d.Signature} {
-		if err := durable.WriteFile(filepath.Join(tmp, name), data, 0o640); err != nil {
+	for _, own := range []struct {
+		name string
+		data []byte
+	}{{MessageFile, meta}, {ManifestFile, d.Manifest}, {SignatureFile, d.Signature}} {
+		// Created new, never opened over an existing file: a name
+		// taken by the payload is an error here, not an overwrite.
+		if err := createFile(filepath.Join(tmp, own.name), bytes.NewReader(own.data)); err != nil {
 			return err
 		}
 	}
-	if err := durable.SyncDir(tmp); err != nil {
-		return err
+	for dir := range dirs {
+		if err := durable.SyncDir(dir); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return err
@@ -385,27 +438,100 @@ func (f *Folder) Deliver(ctx context.Context, _ adapter.Host, d adapter.Delivery
 	return durable.SyncDir(f.cfg.Inbox)
 }
 
-// placeFile puts src at dstRoot/name (name with / separators), by hard link
-// when possible (the agent's copy is read-only and already durable), else by
-// a synced copy.
-func placeFile(src, dstRoot, name string) error {
-	dst := filepath.Join(dstRoot, filepath.FromSlash(name))
+// refuse marks message id rejected with reasons (the agent sends the signed
+// avvist) and leaves nothing in the inbox. A message that already has a
+// verdict keeps it.
+func (f *Folder) refuse(ctx context.Context, h adapter.Host, id string, reasons []localapi.Reason) error {
+	if h == nil {
+		return errors.New("folder adapter: message has a reserved file name and no host to refuse it")
+	}
+	// The reasons quote file names, which can hold personal data: the logs
+	// name the message id and the code only.
+	if err := h.Rejected(ctx, id, reasons); errs.CodeOf(err) == errs.NotDeliverable {
+		f.log.Warn("message already has a verdict; not delivered (reserved file name)", "id", id, "reason", ReasonReservedName)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("folder adapter: mark rejected: %w", err)
+	}
+	f.log.Warn("message refused: a payload file has a name reserved for the adapter's own files",
+		"id", id, "reason", ReasonReservedName)
+	return nil
+}
+
+// reservedReasons returns one reason per reserved name that a payload file
+// would take, quoting the first such file; none when there is no clash.
+func reservedReasons(files []localapi.File) []localapi.Reason {
+	var out []localapi.Reason
+	seen := map[string]bool{}
+	for _, file := range files {
+		own := reservedName(file.Name)
+		if own == "" || seen[own] {
+			continue
+		}
+		seen[own] = true
+		out = append(out, localapi.Reason{Code: ReasonReservedName, Message: fmt.Sprintf(
+			"the file %q would take the place of %s, which the receiver's folder adapter writes into every message folder; rename it",
+			cutName(file.Name), own)})
+	}
+	return out
+}
+
+// reservedName returns the adapter's own file that payload name would take
+// the place of in Inbox/<id>/, or "". The first path component counts (a
+// folder "message.json/" clashes as much as a file), compared without
+// regard to case and to trailing dots and spaces: inboxes on SMB shares,
+// Windows and macOS fold case, and Windows drops trailing dots and spaces.
+func reservedName(name string) string {
+	first, _, _ := strings.Cut(name, "/")
+	first = strings.TrimRight(first, ". ")
+	for _, own := range reservedNames {
+		if strings.EqualFold(first, own) {
+			return own
+		}
+	}
+	return ""
+}
+
+// cutName keeps a quoted file name within the length a reason's message
+// allows.
+func cutName(s string) string {
+	const maxName = 256
+	if len(s) <= maxName {
+		return s
+	}
+	for i := maxName; i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i] + "..."
+		}
+	}
+	return ""
+}
+
+// copyFile copies src to a new file dst (never over an existing one),
+// creating dst's folders, and fsyncs it. A copy, not a hard link: the
+// agent's copy must stay as verified whatever is done to the inbox's. (On
+// Linux io.Copy between files uses copy_file_range, which file systems
+// that share extents may do without moving the bytes.)
+func copyFile(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
 		return err
-	}
-	if err := os.Link(src, dst); err == nil {
-		return nil
 	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	return createFile(dst, in)
+}
+
+// createFile writes r into a new file path (O_EXCL: an existing file is an
+// error, never truncated) and fsyncs it.
+func createFile(path string, r io.Reader) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if _, err := io.Copy(out, r); err != nil {
 		out.Close()
 		return err
 	}
