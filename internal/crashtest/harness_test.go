@@ -602,6 +602,10 @@ func (nw *netw) checkGatewayAudit(msgs []*msg, res *result) {
 	}
 }
 
+// listLimit is the most the agent's local API lists in one answer, more
+// than any run sends.
+const listLimit = 10000
+
 // settle waits (bounded by d) until every sender reports received or
 // processed for each message, then checks every receiver's inbox folder.
 func (nw *netw) settle(ctx context.Context, msgs []*msg, d time.Duration) *result {
@@ -638,6 +642,27 @@ func (nw *netw) settle(ctx context.Context, msgs []*msg, d time.Duration) *resul
 			res.problems = append(res.problems, fmt.Sprintf("%s: sender state %q: %s", m.id, states[i], strings.Join(hist, ", ")))
 		}
 	}
+	// A receiver sends its mottatt once the message is stored; handing it
+	// to the adapter (copying the files into the inbox folder) follows.
+	// Wait for that too before looking at the folders.
+	_ = poll(ctx, time.Until(deadline(ctx)), "all messages handed to the adapters", func() bool {
+		for ai, a := range nw.agents {
+			list, err := a.client.List(ctx, localapi.DirectionIn, "", listLimit)
+			if err != nil {
+				return false
+			}
+			handed := map[string]bool{}
+			for _, sm := range list {
+				handed[sm.ID] = sm.State == localapi.InDelivered || sm.State == localapi.InProcessed
+			}
+			for _, m := range msgs {
+				if m.to == ai && !handed[m.id] {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	// Inbox folders: exactly the messages sent to each receiver, each once
 	// (a folder per message id), byte for byte.
 	want := map[string]*msg{}
@@ -668,8 +693,12 @@ func (nw *netw) settle(ctx context.Context, msgs []*msg, d time.Duration) *resul
 			}
 		}
 		// The receiving agent's own record: each message once.
-		list, err := a.client.List(ctx, localapi.DirectionIn, "", 100000)
-		if err == nil {
+		list, err := a.client.List(ctx, localapi.DirectionIn, "", listLimit)
+		if err != nil {
+			// Unchecked is not passed: count it as unfinished.
+			res.unfinished++
+			res.problems = append(res.problems, fmt.Sprintf("list %s's incoming messages: %v", a.name, err))
+		} else {
 			ids := map[string]int{}
 			for _, s := range list {
 				ids[s.ID]++
