@@ -752,21 +752,6 @@ func (a *Agent) deliverable(id string) bool {
 	return rec.NeedDeliver && !rec.NeedAck && len(rec.PendingReceipts) == 0 && !rec.NextDeliver.After(a.now())
 }
 
-// pathless is err for a log line without the file names of a file-system
-// error in its chain (payload file names can hold personal data): the
-// operation and the system's error are kept, the paths dropped.
-func pathless(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return fmt.Errorf("%s: %w", le.Op, le.Err)
-	}
-	return err
-}
-
 // deliver hands a stored message to the receiving adapter.
 func (a *Agent) deliver(ctx context.Context, id string) error {
 	rec, err := a.store.getIn(id)
@@ -796,7 +781,7 @@ func (a *Agent) deliver(ctx context.Context, id string) error {
 		a.metrics.deliverRetries.Inc()
 		// A file-system adapter's error names the payload file, which can
 		// hold personal data: the log gets the operation and the cause.
-		a.log.Warn("adapter delivery failed; will retry", "id", id, "adapter", a.receiver.Name(), "tries", tries, "next", next, "err", pathless(derr))
+		a.log.Warn("adapter delivery failed; will retry", "id", id, "adapter", a.receiver.Name(), "tries", tries, "next", next, "err", durable.Pathless(derr))
 		_, err := a.store.updateIn(ctx, id, func(r *inRecord) error {
 			r.DeliverTries, r.NextDeliver = tries, next
 			return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kurer/kurer/agent/adapter"
 	"github.com/kurer/kurer/agent/localapi"
+	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
 )
 
@@ -93,7 +94,7 @@ func (a *Agent) requireToken(h http.HandlerFunc) http.Handler {
 func (a *Agent) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := errs.CodeOf(err)
 	if code.Status() >= 500 {
-		a.log.Error("local api request failed", "method", r.Method, "route", r.Pattern, "code", code, "err", pathless(err))
+		a.log.Error("local api request failed", "method", r.Method, "route", r.Pattern, "code", code, "err", durable.Pathless(err))
 	}
 	var ve *ValidationError
 	if errors.As(err, &ve) {

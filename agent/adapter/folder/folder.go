@@ -201,7 +201,7 @@ func (f *Folder) Run(ctx context.Context, h adapter.Host) error {
 func (f *Folder) ScanOnce(ctx context.Context, h adapter.Host) {
 	entries, err := os.ReadDir(f.cfg.Outbox)
 	if err != nil {
-		f.log.Warn("outbox unreadable", "err", pathless(err))
+		f.log.Warn("outbox unreadable", "err", durable.Pathless(err))
 		return
 	}
 	for _, e := range entries {
@@ -234,7 +234,7 @@ func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string)
 		res, err = h.Send(ctx, c)
 		if err == nil {
 			if err := moveAside(dir, f.cfg.Sent, name); err != nil {
-				f.log.Error("move sent case", "id", c.ID, "err", pathless(err))
+				f.log.Error("move sent case", "id", c.ID, "err", durable.Pathless(err))
 				return
 			}
 			f.log.Info("case queued", "id", res.ID)
@@ -257,27 +257,14 @@ func (f *Folder) sendCase(ctx context.Context, h adapter.Host, name, dir string)
 	}
 	data, _ := json.MarshalIndent(ref, "", "  ")
 	if err := durable.WriteFile(filepath.Join(dir, ErrorFile), data, 0o640); err != nil {
-		f.log.Error("write refusal", "id", c.ID, "err", pathless(err))
+		f.log.Error("write refusal", "id", c.ID, "err", durable.Pathless(err))
 		return
 	}
 	if err := moveAside(dir, f.cfg.Failed, name); err != nil {
-		f.log.Error("move failed case", "id", c.ID, "err", pathless(err))
+		f.log.Error("move failed case", "id", c.ID, "err", durable.Pathless(err))
 		return
 	}
 	f.log.Warn("case refused", "id", c.ID, "code", code)
-}
-
-// pathless drops the file names from file-system errors before logging.
-func pathless(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	var le *os.LinkError
-	if errors.As(err, &le) {
-		return fmt.Errorf("%s: %w", le.Op, le.Err)
-	}
-	return err
 }
 
 // localError marks problems found in the case folder itself (unreadable or
@@ -572,7 +559,7 @@ func (f *Folder) followReceipts(ctx context.Context, h adapter.Host) error {
 			}
 			data, _ := json.MarshalIndent(d, "", "  ")
 			if err := writeAtomic(f.cfg.Receipts, ev.ID+".json", data); err != nil {
-				f.log.Warn("write receipt file", "id", ev.ID, "err", pathless(err))
+				f.log.Warn("write receipt file", "id", ev.ID, "err", durable.Pathless(err))
 			}
 		}
 		after = res.Next
