@@ -162,6 +162,11 @@ func (s *Server) receiverConflict(ctx context.Context, a store.Account) error {
 	if err != nil {
 		return errs.New(errs.Internal, err)
 	}
+	return conflictIn(all, a)
+}
+
+// conflictIn is receiverConflict against the accounts all.
+func conflictIn(all []store.Account, a store.Account) error {
 	for _, b := range all {
 		if b.ID == a.ID {
 			continue
@@ -197,8 +202,8 @@ func (s *Server) warnAmbiguousCatalog(ctx context.Context) {
 		s.log.Error("read catalog", "err", err)
 		return
 	}
-	for _, a := range all {
-		if err := s.receiverConflict(ctx, a); err != nil {
+	for _, a := range all { // one read of the catalog, not one per account
+		if err := conflictIn(all, a); err != nil {
 			s.log.Warn("catalog: ambiguous receiver; senders must address it by account id until resolved",
 				"account", a.ID, "problem", err.Error())
 		}

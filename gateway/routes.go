@@ -146,7 +146,7 @@ func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 // handleAdminMessages is GET /v1/admin/messages?state=&account=&type=&older_than=&limit=.
 func (s *Server) handleAdminMessages(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.MessageFilter{State: q.Get("state"), Account: q.Get("account"), Type: q.Get("type"), Limit: 1000}
+	f := store.MessageFilter{State: q.Get("state"), Account: q.Get("account"), Type: q.Get("type"), Limit: api.MaxMessagesListed}
 	if v := q.Get("older_than"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {

@@ -244,6 +244,11 @@ type StateChange struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
+// MaxMessagesListed is the most messages one operator list answer
+// (GET /v1/admin/messages) holds, oldest first; a full answer may have left
+// some out.
+const MaxMessagesListed = 1000
+
 // MessageStatus answers GET /v1/messages/{id}/status and the operator list.
 type MessageStatus struct {
 	Routing  Routing       `json:"routing"`

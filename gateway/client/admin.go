@@ -125,12 +125,8 @@ type MessageFilter struct {
 	OlderThan time.Duration
 }
 
-// MaxMessagesListed is the most messages one Messages answer holds (the
-// gateway's limit); a full answer may have left some out.
-const MaxMessagesListed = 1000
-
 // Messages lists messages (operator view), oldest first, at most
-// MaxMessagesListed.
+// api.MaxMessagesListed.
 func (a *Admin) Messages(ctx context.Context, f MessageFilter) ([]api.MessageStatus, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"state": f.State, "account": f.Account, "type": f.Type} {

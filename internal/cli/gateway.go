@@ -514,7 +514,7 @@ func newGatewayMessagesCommand() *cobra.Command {
 			if err != nil {
 				return gatewayError("messages list", err)
 			}
-			if len(msgs) >= gwclient.MaxMessagesListed {
+			if len(msgs) >= api.MaxMessagesListed {
 				fmt.Fprintf(cmd.ErrOrStderr(), "messages list: the oldest %d shown; narrow the filter (--state, --account, --type, --older-than) to see the others\n", len(msgs))
 			}
 			if a.output == outputJSON {

@@ -125,6 +125,27 @@ func emptyDir(t *testing.T, dir string) {
 	}
 }
 
+// refusedLeavingNothing asserts that message id is rejected at the
+// gateway (by its receiver) and that the receiving node kept nothing of it:
+// nothing in the adapter's inbox folder, nothing in the agent's inbox
+// store, no plaintext in the spool.
+func refusedLeavingNothing(t *testing.T, n *agenttest.Network, node *agenttest.Node, id string) {
+	t.Helper()
+	st, err := n.Client("trondheim").Status(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != api.StateRejected {
+		t.Fatalf("gateway state %q, want %s", st.State, api.StateRejected)
+	}
+	emptyDir(t, node.Inbox)
+	emptyDir(t, filepath.Join(node.DataDir, "inbox"))
+	agenttest.Poll(t, "spool to be empty", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(node.DataDir, "spool"))
+		return len(ents) == 0
+	})
+}
+
 // avvistFor polls Trondheim's mailbox (its agent is stopped, so the items
 // stay there) until the avvist receipt for message id arrives, opens it
 // with Trondheim's key, checks it is signed by Oslo's registered
@@ -276,22 +297,7 @@ func TestAgentIncomingRefusals(t *testing.T) {
 			if !slices.ContainsFunc(av.Reasons, func(r schemas.Reason) bool { return r.Code == tc.wantCode && r.Path == tc.wantPath }) {
 				t.Fatalf("avvist reasons %+v, want kode %s at sti %q", av.Reasons, tc.wantCode, tc.wantPath)
 			}
-			// The gateway holds the message as rejected by the receiver.
-			st, err := c.Status(t.Context(), rt.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.State != api.StateRejected {
-				t.Fatalf("gateway state %q, want %s", st.State, api.StateRejected)
-			}
-			// No state: nothing in the adapter's inbox folder, nothing in
-			// the agent's inbox store, no plaintext in the spool.
-			emptyDir(t, osl.Inbox)
-			emptyDir(t, filepath.Join(osl.DataDir, "inbox"))
-			agenttest.Poll(t, "spool to be empty", func() bool {
-				ents, _ := os.ReadDir(filepath.Join(osl.DataDir, "spool"))
-				return len(ents) == 0
-			})
+			refusedLeavingNothing(t, n, osl, rt.ID)
 			if d, _ := osl.Agent.Message(rt.ID); d.State != localapi.InRejected {
 				t.Fatalf("state moved on to %s after the refusal", d.State)
 			}

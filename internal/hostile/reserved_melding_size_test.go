@@ -3,15 +3,12 @@ package hostile_test
 import (
 	"bytes"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/envelope"
-	"github.com/kurer/kurer/gateway/api"
 	"github.com/kurer/kurer/internal/errs"
 	"github.com/kurer/kurer/schemas"
 )
@@ -74,17 +71,5 @@ func TestAgentRefusesOversizeMelding(t *testing.T) {
 	if !slices.ContainsFunc(av.Reasons, func(r schemas.Reason) bool { return r.Code == schemas.CodeTooLarge }) {
 		t.Fatalf("avvist reasons %+v, want %s", av.Reasons, schemas.CodeTooLarge)
 	}
-	st, err := c.Status(t.Context(), rt.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.State != api.StateRejected {
-		t.Fatalf("gateway state %q, want %s", st.State, api.StateRejected)
-	}
-	emptyDir(t, osl.Inbox)
-	emptyDir(t, filepath.Join(osl.DataDir, "inbox"))
-	agenttest.Poll(t, "spool to be empty", func() bool {
-		ents, _ := os.ReadDir(filepath.Join(osl.DataDir, "spool"))
-		return len(ents) == 0
-	})
+	refusedLeavingNothing(t, n, osl, rt.ID)
 }
