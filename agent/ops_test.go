@@ -245,6 +245,9 @@ func TestLocalAPIUnixSocket(t *testing.T) {
 		d, err := c.Message(t.Context(), res.ID)
 		return err == nil && d.State == localapi.StateReceived
 	})
+	// The sender sees "received" once Oslo's agent has stored the case; the
+	// hand-off to Oslo's folder adapter follows on its own.
+	agenttest.Poll(t, "oslo's inbox folder", func() bool { return len(inboxIDs(t, osl.Inbox)) > 0 })
 	if ids := inboxIDs(t, osl.Inbox); len(ids) != 1 || ids[0] != res.ID {
 		t.Fatalf("oslo's inbox %v, want %s", ids, res.ID)
 	}
