@@ -189,6 +189,26 @@ func TestContentRange(t *testing.T) {
 				})
 			}
 
+			// If-Match guards a resumed download against another envelope
+			// under the same id: the ETag passes, anything else is 412 as
+			// the catalogue's JSON, not net/http's empty answer.
+			t.Run("if-match", func(t *testing.T) {
+				resp, _ := get("")
+				etag := resp.Header.Get("ETag")
+				if etag == "" {
+					t.Fatal("no ETag on the download")
+				}
+				resp, got := e.Raw(http.MethodGet, url, tok, nil, map[string]string{"Range": "bytes=0-9", "If-Match": etag})
+				if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, body[:10]) {
+					t.Fatalf("If-Match with the ETag: status %d, %d bytes", resp.StatusCode, len(got))
+				}
+				resp, got = e.Raw(http.MethodGet, url, tok, nil, map[string]string{"Range": "bytes=0-9", "If-Match": `"other"`})
+				wantError(t, resp, got, errs.PreconditionFailed)
+				if resp.Header.Get("ETag") != "" || resp.Header.Get("Content-Length") != strconv.Itoa(len(got)) {
+					t.Fatalf("412 headers: ETag %q, Content-Length %q for %d bytes", resp.Header.Get("ETag"), resp.Header.Get("Content-Length"), len(got))
+				}
+			})
+
 			// The client resumes a download it already has whole through
 			// the 416 and checks its copy against Content-Digest.
 			t.Run("client resume of a complete copy", func(t *testing.T) {

@@ -259,7 +259,8 @@ func (s *Server) handleContent(w http.ResponseWriter, r *http.Request, account s
 // suffix, several as multipart/byteranges, If-Range); only its refusals
 // change: 416 (a malformed Range, or one that starts at or beyond the end)
 // becomes range_not_satisfiable with Content-Range: bytes */SIZE (RFC
-// 9110, section 15.5.17) and a 5xx internal_error. Content-Digest, the
+// 9110, section 15.5.17), 412 (an If-Match that is not the envelope's
+// ETag) precondition_failed, and a 5xx internal_error. Content-Digest, the
 // whole envelope's, stays on a 416: a client resuming a download it
 // already has complete checks its copy against it. ServeContent's own text
 // body is dropped.
@@ -278,6 +279,8 @@ func (c *contentErrWriter) WriteHeader(code int) {
 	switch {
 	case code == http.StatusRequestedRangeNotSatisfiable:
 		err = errs.New(errs.RangeNotSatisfiable, nil)
+	case code == http.StatusPreconditionFailed:
+		err = errs.New(errs.PreconditionFailed, nil)
 	case code >= 500:
 		err = errs.New(errs.Internal, errors.New("serve content: status "+strconv.Itoa(code)))
 	default:

@@ -30,6 +30,9 @@ const (
 	// RangeNotSatisfiable: a download's Range header is malformed or lies
 	// wholly beyond the end (Content-Range: bytes */SIZE says the size).
 	RangeNotSatisfiable Code = "range_not_satisfiable"
+	// PreconditionFailed: a download's If-Match (or If-Unmodified-Since)
+	// does not hold for the envelope.
+	PreconditionFailed Code = "precondition_failed"
 
 	// Authentication and authorisation.
 	Unauthenticated  Code = "unauthenticated"
@@ -81,6 +84,7 @@ var catalogue = map[Code]struct {
 	NotFound:            {http.StatusNotFound, "not found"},
 	MethodNotAllowed:    {http.StatusMethodNotAllowed, "method not allowed"},
 	RangeNotSatisfiable: {http.StatusRequestedRangeNotSatisfiable, "the requested range cannot be served"},
+	PreconditionFailed:  {http.StatusPreconditionFailed, "a precondition of the request does not hold"},
 	Unauthenticated:     {http.StatusUnauthorized, "authentication required"},
 	InvalidAssertion:    {http.StatusUnauthorized, "the client assertion was not accepted"},
 	ReplayedJTI:         {http.StatusUnauthorized, "the client assertion was already used"},
@@ -216,6 +220,8 @@ func statusCode(status int) Code {
 		return TooLarge
 	case http.StatusRequestedRangeNotSatisfiable:
 		return RangeNotSatisfiable
+	case http.StatusPreconditionFailed:
+		return PreconditionFailed
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return Unavailable
 	}
