@@ -308,3 +308,47 @@ func TestMethodNotAllowedAdminOnAPI(t *testing.T) {
 		})
 	}
 }
+
+// TestAckBatchPanicContained: the batch ack acks its ids on goroutines of
+// their own, out of recoverPanics' reach. A panic in one (here: a server
+// without a store) must not take the gateway down: each id fails with
+// internal_error, the answer is the batch's usual 200, and every panic is
+// logged as a handler panic without the ids.
+func TestAckBatchPanicContained(t *testing.T) {
+	var buf syncBuffer
+	s, _ := panicServer(t, &buf)
+	ids := []string{"01a23746-d0bb-7bca-bddc-8dd7b418c073", "01a23746-d0bb-7bca-bddc-8dd7b418c074"}
+	body, err := json.Marshal(api.AckRequest{IDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, api.PathMailbox+"/ack", bytes.NewReader(body))
+	w := httptest.NewRecorder()
+	s.recoverPanics(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.handleAckBatch(w, r, "account-a")
+	})).ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d, want 200; body %s", w.Code, w.Body)
+	}
+	var got api.AckResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Failed) != len(ids) {
+		t.Fatalf("failed %+v, want both ids", got.Failed)
+	}
+	for i, f := range got.Failed {
+		if f.ID != ids[i] || f.Code != errs.Internal {
+			t.Fatalf("failed[%d] = %+v, want %s internal_error", i, f, ids[i])
+		}
+	}
+	recs := logRecords(t, &buf, "handler panic")
+	if len(recs) != len(ids) {
+		t.Fatalf("%d panic log records, want %d; log:\n%s", len(recs), len(ids), buf.String())
+	}
+	for _, id := range ids {
+		if strings.Contains(buf.String(), id) {
+			t.Fatalf("log holds the id %s:\n%s", id, buf.String())
+		}
+	}
+}

@@ -346,7 +346,7 @@ func (s *Server) handleAckBatch(w http.ResponseWriter, r *http.Request, account 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = s.ack(r.Context(), account, id)
+			results[i] = s.guard(r, func() error { return s.ack(r.Context(), account, id) })
 		}()
 	}
 	wg.Wait()

@@ -390,12 +390,7 @@ func (s *Server) recoverPanics(h http.Handler) http.Handler {
 			if v == http.ErrAbortHandler { // this exact value, as net/http checks it
 				panic(v)
 			}
-			msg := fmt.Sprint(v)
-			if len(msg) > maxPanicLog {
-				msg = msg[:maxPanicLog] + "..."
-			}
-			s.log.Error("handler panic", "route", r.Pattern, "method", r.Method,
-				"response_started", pw.started, "panic", msg, "stack", string(debug.Stack()))
+			s.logPanic(r, v, pw.started)
 			if pw.started {
 				panic(http.ErrAbortHandler)
 			}
@@ -406,6 +401,32 @@ func (s *Server) recoverPanics(h http.Handler) http.Handler {
 		}()
 		h.ServeHTTP(pw, r)
 	})
+}
+
+// logPanic logs a recovered panic of request r's handling at Error level
+// with the route, the method, the (shortened) value and the stack, never
+// the request's headers or body.
+func (s *Server) logPanic(r *http.Request, v any, started bool) {
+	msg := fmt.Sprint(v)
+	if len(msg) > maxPanicLog {
+		msg = msg[:maxPanicLog] + "..."
+	}
+	s.log.Error("handler panic", "route", r.Pattern, "method", r.Method,
+		"response_started", started, "panic", msg, "stack", string(debug.Stack()))
+}
+
+// guard runs f, part of request r's handling on a goroutine of its own
+// (where recoverPanics cannot see): a panic is logged as recoverPanics
+// logs it and becomes an internal_error for that part alone, instead of
+// taking the whole gateway down.
+func (s *Server) guard(r *http.Request, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logPanic(r, v, false)
+			err = errs.New(errs.Internal, fmt.Errorf("panic: %v", v))
+		}
+	}()
+	return f()
 }
 
 // panicWriter notes whether the response has begun (its status line and
