@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,47 @@ func TestCommittedDevKeysListed(t *testing.T) {
 		if !pki.IsDevKey(k.Public()) {
 			t.Errorf("%s is not in devKeys: add %q", p, pki.PublicKeyFingerprint(k.Public()))
 		}
+	}
+}
+
+// TestCommittedDevCertsMatchKeys: every committed certs-dev/ certificate
+// certifies its key, chains to the committed dev CA, and carries the
+// extended key usage emailProtection that `openssl cms -verify` asks of a
+// signer by default (docs/envelope.md).
+func TestCommittedDevCertsMatchKeys(t *testing.T) {
+	dir := filepath.Join("..", "..", "certs-dev")
+	ca, err := pki.LoadCert(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("no keys in certs-dev: %v", err)
+	}
+	for _, kp := range keys {
+		name := strings.TrimSuffix(filepath.Base(kp), ".key")
+		if name == "ca" {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			k, err := pki.LoadKey(kp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := pki.LoadCert(strings.TrimSuffix(kp, ".key") + ".pem")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !pki.KeyMatches(k, c) {
+				t.Fatal("the certificate does not certify the key beside it")
+			}
+			if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: c.NotBefore.Add(time.Hour),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}); err != nil {
+				t.Fatalf("not a CMS signer under the dev CA: %v", err)
+			}
+		})
 	}
 }
 

@@ -136,8 +136,10 @@ type LeafRequest struct {
 }
 
 // Issue creates a key (unless req.Key is set) and a certificate signed by ca.
-// The certificate allows digital signatures, key encipherment (RSA) and both
-// TLS client and server authentication.
+// The certificate allows digital signatures, key encipherment (RSA), both
+// TLS client and server authentication, and signing CMS (extended key usage
+// emailProtection, which OpenSSL's default S/MIME purpose asks for, so that
+// `openssl cms -verify` checks an envelope's signature as it is).
 func (ca *CA) Issue(req LeafRequest, o Options) (*x509.Certificate, crypto.Signer, error) {
 	key := req.Key
 	if key == nil {
@@ -168,7 +170,7 @@ func (ca *CA) Issue(req LeafRequest, o Options) (*x509.Certificate, crypto.Signe
 		NotBefore:      nb,
 		NotAfter:       na,
 		KeyUsage:       usage,
-		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageEmailProtection},
 		DNSNames:       req.DNSNames,
 		IPAddresses:    req.IPs,
 		SubjectKeyId:   keyID(key.Public()),
