@@ -155,6 +155,10 @@ type OpenOptions struct {
 	// Sync fsyncs the extracted files and directories before Open returns,
 	// for callers that promise durability (the agent's inbox). Default false.
 	Sync bool
+
+	// spoolHook, when set, wraps the reads of the spool file: the
+	// package's tests inject disk faults with it.
+	spoolHook func(io.ReaderAt) io.ReaderAt
 }
 
 // Opened is the result of a successful Open.

@@ -99,8 +99,15 @@ func openEnvelope(ctx context.Context, src io.Reader, outDir string, o OpenOptio
 			return nil, fail(ReasonTag, "authentication tag mismatch")
 		}
 	}
-	c, err := readContainer(spool, sw.n, l)
+	sr := &spoolReader{r: spool}
+	if o.spoolHook != nil {
+		sr.r = o.spoolHook(spool)
+	}
+	c, err := readContainer(sr, sw.n, l)
 	if err != nil {
+		if ferr := sr.failed(); ferr != nil {
+			return nil, ferr
+		}
 		if g == nil && (ReasonOf(err) == ReasonFormat) {
 			// CBC has no tag: a corrupted container reads as a decrypt failure.
 			return nil, fail(ReasonDecrypt, "%v", errDecrypt)
@@ -154,6 +161,9 @@ func openEnvelope(ctx context.Context, src io.Reader, outDir string, o OpenOptio
 			return nil, fail(ReasonDigest, "file %q: size differs from the manifest", fe.Name)
 		}
 		if err := extract(ctx, zf, fe, filepath.Join(tmp, filepath.FromSlash(fe.Name)), buf, o.Sync); err != nil {
+			if ferr := sr.failed(); ferr != nil {
+				return nil, ferr
+			}
 			return nil, err
 		}
 	}
@@ -188,6 +198,36 @@ func openEnvelope(ctx context.Context, src io.Reader, outDir string, o OpenOptio
 		Dir:           outDir,
 		Files:         m.Files,
 	}, nil
+}
+
+// spoolReader reads the decrypted spool for the container checks and
+// archive/zip, and keeps the first read error other than io.EOF. Those
+// checks turn a short or failed read into a verdict on the envelope
+// (format, digest; archive/zip formats some causes into text, dropping
+// them from the chain). A spool that this host's disk fails to read back
+// is no fault of the envelope: failed says so (ReasonIO with the
+// system's error), and Open reports it in place of the verdict, so the
+// receiving agent retries instead of refusing a good envelope. One
+// goroutine reads it.
+type spoolReader struct {
+	r   io.ReaderAt
+	err error
+}
+
+func (s *spoolReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := s.r.ReadAt(p, off)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// failed is the spool's first read failure as an *Error (ReasonIO), or nil.
+func (s *spoolReader) failed() error {
+	if s.err == nil {
+		return nil
+	}
+	return &Error{Reason: ReasonIO, Err: fmt.Errorf("read spool: %w", s.err)}
 }
 
 // checkOutDir accepts an absent or empty directory.
