@@ -90,6 +90,8 @@ type Server struct {
 
 	uploadsMu sync.Mutex
 	uploads   map[string]bool // ids with an upload in progress
+	// uploadsBusy counts stale uploads a sweep found busy (for tests).
+	uploadsBusy atomic.Int64
 
 	ready     atomic.Bool
 	stopping  chan struct{}

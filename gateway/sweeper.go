@@ -23,8 +23,9 @@ func (s *Server) sweeper(ctx context.Context) {
 	for {
 		s.sweep(ctx)
 		if now := s.now().UTC(); now.Sub(uploadsSwept) >= uploadSweepEvery {
-			uploadsSwept = now
-			s.sweepUploads(ctx, now)
+			if !s.sweepUploads(ctx, now) {
+				uploadsSwept = now
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -80,17 +81,22 @@ const uploadSweepEvery = time.Minute
 
 // sweepUploads deletes partial uploads whose routing expired (they can
 // never be accepted) or that were started more than UploadTTL ago, so that
-// abandoned uploads do not fill the disk. An upload whose bytes are
-// arriving right now is left for the next sweep.
-func (s *Server) sweepUploads(ctx context.Context, now time.Time) {
+// abandoned uploads do not fill the disk. A stale upload that is busy
+// right now (its bytes arriving, or a sender asking for its offset) is
+// left, and busy is true: the sweeper tries again at its next pass rather
+// than a minute later, so a sender polling the offset cannot keep a stale
+// upload alive.
+func (s *Server) sweepUploads(ctx context.Context, now time.Time) (busy bool) {
 	ids, err := s.st.StaleUploads(ctx, now, now.Add(-s.cfg.UploadTTL), sweepBatch)
 	if err != nil {
 		s.log.Error("sweep uploads", "err", err)
-		return
+		return false
 	}
 	dropped := 0
 	for _, id := range ids {
 		if !s.lockUpload(id) {
+			busy = true
+			s.uploadsBusy.Add(1)
 			continue
 		}
 		err := s.st.DropUpload(ctx, id)
@@ -104,6 +110,7 @@ func (s *Server) sweepUploads(ctx context.Context, now time.Time) {
 	if dropped > 0 {
 		s.log.Info("dropped stale partial uploads", "count", dropped)
 	}
+	return busy
 }
 
 func (s *Server) endLease(ctx context.Context, it store.Item, now time.Time) {

@@ -128,3 +128,34 @@ func TestAbandonedUploadsAreDropped(t *testing.T) {
 		t.Fatalf("%d partial files after the accept, want 0", n)
 	}
 }
+
+// TestBusyStaleUploadSweptNextPass: a stale upload that is busy when the
+// sweep comes (a sender asking for its offset holds it for an fsync) is
+// dropped at the sweeper's next pass once free, not a minute later, so a
+// sender polling the offset cannot keep it alive (this made
+// TestAbandonedUploadsAreDropped flaky under load).
+func TestBusyStaleUploadSweptNextPass(t *testing.T) {
+	e := gatewaytest.New(t, nil)
+	oslo := e.Client("oslo")
+	body := gatewaytest.RandBytes(1 << 20)
+	r := e.Routing("oslo", "bergen", body)
+	r.Expires = e.Clock.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+	startCutUpload(t, e, oslo, r, body, 600_000)
+
+	release, ok := e.Srv.HoldUploadForTest(r.ID)
+	if !ok {
+		t.Fatal("the upload is locked with nothing running")
+	}
+	busy := e.Srv.BusyUploadsForTest()
+	e.Clock.Advance(25 * time.Hour) // past upload_ttl
+	waitFor(t, "a sweep to find the stale upload busy", func() bool { return e.Srv.BusyUploadsForTest() > busy })
+	if n := partialFiles(t, e); n != 1 {
+		t.Fatalf("%d partial files while the upload was busy, want 1", n)
+	}
+	release()
+	// The fake clock stands still: only a retry at the next pass drops it.
+	waitFor(t, "the stale upload to be dropped once free", func() bool {
+		_, err := oslo.UploadOffset(t.Context(), r.ID)
+		return errs.CodeOf(err) == errs.NotFound && partialFiles(t, e) == 0
+	})
+}
