@@ -277,6 +277,9 @@ func (a *Agent) verdict(ctx context.Context, id, state string, p pendingReceipt)
 			return errs.Newf(errs.NotDeliverable, "the message is already %s", r.State)
 		}
 		r.advance(localapi.StateChange{State: state, At: now, Reason: reason})
+		if state == localapi.InRejected {
+			r.Reasons = p.Reasons // kept for the receiver's own view; the avvist carries them to the sender
+		}
 		r.NeedDeliver = false
 		if !r.receiptSent(p.Kind) {
 			r.PendingReceipts = append(r.PendingReceipts, p)

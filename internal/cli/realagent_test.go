@@ -241,6 +241,12 @@ func TestRealClient(t *testing.T) {
 	if !hasReceipt(d2, "avvist", oslo.party.ID) {
 		t.Fatalf("no verified avvist receipt: %+v", d2.Receipts)
 	}
+	// Oslo's own record keeps the case system's reasons, path and all.
+	in2, err := oc.Message(ctx, id2)
+	if err != nil || in2.State != localapi.InRejected || len(in2.Reasons) != 1 ||
+		in2.Reasons[0].Code != string(errs.SchemaInvalid) || in2.Reasons[0].Path != "/barn/navn" {
+		t.Fatalf("Oslo's view of the rejected message: %+v %v", in2, err)
+	}
 	if err := waitVerdict(d2); err == nil || !strings.Contains(err.Error(), "rejected") {
 		t.Fatalf("verdict of a rejected message: %v", err)
 	}
