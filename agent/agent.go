@@ -380,7 +380,9 @@ func (a *Agent) run(parent context.Context) error {
 	for _, ad := range a.adapters {
 		ad := ad
 		goRun("adapter "+ad.Name(), func(ctx context.Context) error {
-			err := ad.Run(ctx, host)
+			// A panic in Run stops the agent as an error return does,
+			// but cleanly (shutdown, logged) rather than killing it.
+			err := a.adapterCall(ad.Name(), "run", func() error { return ad.Run(ctx, host) })
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}

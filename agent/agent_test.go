@@ -59,6 +59,7 @@ var outOrder = map[string]int{
 type recordingAdapter struct {
 	mu      sync.Mutex
 	failN   int
+	panicN  int // panics (quoting a file name) before failN's failures
 	calls   int
 	got     map[string]map[string][]byte
 	ids     []string
@@ -75,6 +76,11 @@ func (r *recordingAdapter) Run(ctx context.Context, _ adapter.Host) error {
 func (r *recordingAdapter) Deliver(ctx context.Context, h adapter.Host, d adapter.Delivery) error {
 	r.mu.Lock()
 	r.calls++
+	if r.panicN > 0 {
+		r.panicN--
+		r.mu.Unlock()
+		panic("case system crashed on " + d.Files[0].Name)
+	}
 	if r.failN > 0 {
 		r.failN--
 		r.mu.Unlock()

@@ -772,7 +772,7 @@ func (a *Agent) deliver(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if derr := a.receiver.Deliver(ctx, &host{a: a}, d); derr != nil {
+	if derr := a.deliverTo(ctx, d); derr != nil {
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -28,7 +28,8 @@ type Adapter interface {
 	// Name identifies the adapter instance in logs and metrics.
 	Name() string
 	// Run works until ctx ends (then it returns nil or ctx.Err()). An error
-	// return stops the agent.
+	// return stops the agent, and so does a panic, as an error (the agent
+	// shuts down in order instead of dying mid-write).
 	Run(ctx context.Context, h Host) error
 }
 
@@ -36,8 +37,9 @@ type Adapter interface {
 // Deliver once per message, and again (same id) after a failure or a crash
 // before the delivery was recorded: Deliver must be idempotent by d.ID.
 // A nil return records the message as delivered; an error retries it later
-// with backoff. To refuse a message for good, call Host.Rejected and return
-// nil.
+// with backoff, and so does a panic in Deliver (the agent recovers it and
+// logs its stack, not its value). To refuse a message for good, call
+// Host.Rejected and return nil.
 type Receiver interface {
 	Adapter
 	Deliver(ctx context.Context, h Host, d Delivery) error

@@ -7,6 +7,7 @@ package agenttest
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -38,6 +39,7 @@ type Node struct {
 
 	opts   []agent.Option
 	config ConfigFunc
+	log    io.Writer
 	cancel context.CancelFunc
 }
 
@@ -75,6 +77,8 @@ type Setup struct {
 	OwnReceiver map[string]bool
 	// Config adjusts a node's agent.Config per name, at every start.
 	Config map[string]ConfigFunc
+	// Logs takes a node's JSON log per name (default: discarded).
+	Logs map[string]io.Writer
 }
 
 // NewNetworkSetup is NewNetwork shaped by s.
@@ -94,7 +98,8 @@ func NewNetworkSetup(tb testing.TB, s Setup, names ...string) *Network {
 		e.SetTypes(name, types...)
 		root := tb.TempDir()
 		nd := &Node{Name: name, ID: id, DataDir: filepath.Join(root, "data"), Inbox: filepath.Join(root, "inbox"),
-			Outbox: filepath.Join(root, "outbox"), Account: e.PKI.Accounts[name], Token: Token, opts: opts[name], config: s.Config[name]}
+			Outbox: filepath.Join(root, "outbox"), Account: e.PKI.Accounts[name], Token: Token, opts: opts[name], config: s.Config[name],
+			log: s.Logs[name]}
 		if s.OwnReceiver[name] {
 			nd.Inbox = ""
 		}
@@ -125,7 +130,11 @@ func (n *Network) start(nd *Node, extra ...agent.Option) {
 		agent.WithTrustRoots(n.PKI.CA.Cert), agent.WithGatewayTLS(n.TLS.Clone()), agent.WithToken(Token),
 		agent.WithAdapters(f)}, nd.opts...)
 	opts = append(opts, extra...)
-	a, err := agent.New(cfg, slog.New(slog.DiscardHandler), opts...)
+	log := slog.New(slog.DiscardHandler)
+	if nd.log != nil {
+		log = slog.New(slog.NewJSONHandler(nd.log, nil))
+	}
+	a, err := agent.New(cfg, log, opts...)
 	if err != nil {
 		n.TB.Fatalf("agent %s: %v", nd.Name, err)
 	}
