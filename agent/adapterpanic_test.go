@@ -1,13 +1,9 @@
 package agent_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/kurer/kurer/agent"
@@ -15,24 +11,6 @@ import (
 	"github.com/kurer/kurer/agent/agenttest"
 	"github.com/kurer/kurer/agent/localapi"
 )
-
-// lockedBuffer is an io.Writer for a log that tests read while agents write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestAdapterPanicRetried: a receiving adapter (a municipality's own code)
 // that panics in Deliver does not take the agent down. Each panic is a
@@ -42,7 +20,7 @@ func (l *lockedBuffer) String() string {
 // payload file name.
 func TestAdapterPanicRetried(t *testing.T) {
 	rec := &recordingAdapter{panicN: 2}
-	var log lockedBuffer
+	var log agenttest.LogBuffer
 	n := agenttest.NewNetworkSetup(t, agenttest.Setup{
 		Options:     map[string][]agent.Option{"oslo": {agent.WithAdapters(rec)}},
 		OwnReceiver: map[string]bool{"oslo": true},
@@ -64,25 +42,15 @@ func TestAdapterPanicRetried(t *testing.T) {
 	default:
 	}
 
-	var panics int
-	sc := bufio.NewScanner(strings.NewReader(log.String()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		if r["msg"] != "adapter panic" {
-			continue
-		}
-		panics++
+	recs := log.Records(t, "adapter panic")
+	if len(recs) != 2 {
+		t.Fatalf("%d adapter panic records, want 2; log:\n%s", len(recs), log.String())
+	}
+	for _, r := range recs {
 		if r["level"] != "ERROR" || r["adapter"] != rec.Name() || r["call"] != "deliver" || r["panic_type"] != "string" ||
 			!strings.Contains(r["stack"].(string), "recordingAdapter") {
 			t.Fatalf("adapter panic record %v", r)
 		}
-	}
-	if panics != 2 {
-		t.Fatalf("%d adapter panic records, want 2; log:\n%s", panics, log.String())
 	}
 	if strings.Contains(log.String(), "case system crashed") {
 		t.Fatalf("the log quotes the panic's text (with a file name):\n%s", log.String())
@@ -100,7 +68,7 @@ func (panicRunAdapter) Run(context.Context, adapter.Host) error { panic("run loo
 // the agent as an error from Run does (its contract), with a clear error
 // and a logged stack, instead of killing the process mid-write.
 func TestAdapterRunPanicStopsCleanly(t *testing.T) {
-	var log lockedBuffer
+	var log agenttest.LogBuffer
 	n := agenttest.NewNetworkSetup(t, agenttest.Setup{
 		Options: map[string][]agent.Option{"oslo": {agent.WithAdapters(panicRunAdapter{})}},
 		Logs:    map[string]io.Writer{"oslo": &log},
@@ -109,7 +77,7 @@ func TestAdapterRunPanicStopsCleanly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "panics-in-run") || !strings.Contains(err.Error(), "adapter panicked") {
 		t.Fatalf("Run = %v, want the adapter's panic as an error", err)
 	}
-	if !strings.Contains(log.String(), `"msg":"adapter panic"`) || strings.Contains(log.String(), "run loop crashed") {
+	if len(log.Records(t, "adapter panic")) != 1 || strings.Contains(log.String(), "run loop crashed") {
 		t.Fatalf("log:\n%s", log.String())
 	}
 }
