@@ -21,6 +21,7 @@ import (
 	"github.com/kurer/kurer/agent/localapi"
 	"github.com/kurer/kurer/internal/durable"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/httprecover"
 )
 
 // Local API limits on request shape (payload limits are in the config).
@@ -55,7 +56,9 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.Handle("/", auth(func(w http.ResponseWriter, _ *http.Request) {
 		errs.Write(w, errs.Newf(errs.NotFound, "no such endpoint"))
 	}))
-	return mux
+	// A panic in a handler answers 500 internal_error and is logged with
+	// its type and stack, not its value: this process holds plaintext.
+	return httprecover.Handler(a.log, mux, httprecover.Options{})
 }
 
 func (a *Agent) handleReady(w http.ResponseWriter, _ *http.Request) {

@@ -23,7 +23,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/kurer/kurer/internal/audit"
 	"github.com/kurer/kurer/internal/boltdb"
 	"github.com/kurer/kurer/internal/errs"
+	"github.com/kurer/kurer/internal/httprecover"
 	"github.com/kurer/kurer/internal/pki"
 )
 
@@ -368,53 +368,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	errs.Write(w, err)
 }
 
-// maxPanicLog caps the panic value in the log line (it is the program's
-// text, but a value can be large).
-const maxPanicLog = 1 << 10
-
 // recoverPanics keeps a panicking handler from taking its request down
-// unseen: net/http would cut the connection and log only to the server's
-// ErrorLog (at Debug level). The panic is logged at Error level with the
-// route, the method, the panic value and the stack, never the request's
-// headers or body. If the response has not begun, the client gets the
-// catalogue's 500 internal_error (which instrument, outside, counts); if
-// it has, the handler is aborted with http.ErrAbortHandler, so the
-// connection is cut and a truncated answer never looks complete. A
-// handler's own http.ErrAbortHandler passes through untouched.
+// unseen (internal/httprecover): the client gets the catalogue's 500
+// internal_error, which instrument, outside, counts, and the panic is
+// logged with its value (the gateway holds no plaintext).
 func (s *Server) recoverPanics(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pw := &panicWriter{ResponseWriter: w}
-		defer func() {
-			v := recover()
-			if v == nil {
-				return
-			}
-			if v == http.ErrAbortHandler { // this exact value, as net/http checks it
-				panic(v)
-			}
-			s.logPanic(r, v, pw.started)
-			if pw.started {
-				panic(http.ErrAbortHandler)
-			}
-			// Drop what the handler meant to send with its answer
-			// (Content-Length, Content-Digest, ETag, ...).
-			clear(w.Header())
-			errs.Write(w, errs.New(errs.Internal, nil))
-		}()
-		h.ServeHTTP(pw, r)
-	})
-}
-
-// logPanic logs a recovered panic of request r's handling at Error level
-// with the route, the method, the (shortened) value and the stack, never
-// the request's headers or body.
-func (s *Server) logPanic(r *http.Request, v any, started bool) {
-	msg := fmt.Sprint(v)
-	if len(msg) > maxPanicLog {
-		msg = msg[:maxPanicLog] + "..."
-	}
-	s.log.Error("handler panic", "route", r.Pattern, "method", r.Method,
-		"response_started", started, "panic", msg, "stack", string(debug.Stack()))
+	return httprecover.Handler(s.log, h, httprecover.Options{LogValue: true})
 }
 
 // guard runs f, part of request r's handling on a goroutine of its own
@@ -424,40 +383,12 @@ func (s *Server) logPanic(r *http.Request, v any, started bool) {
 func (s *Server) guard(r *http.Request, f func() error) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			s.logPanic(r, v, false)
+			httprecover.Log(s.log, r, v, false, httprecover.Options{LogValue: true})
 			err = errs.New(errs.Internal, fmt.Errorf("panic: %v", v))
 		}
 	}()
 	return f()
 }
-
-// panicWriter notes whether the response has begun (its status line and
-// headers are out), for recoverPanics.
-type panicWriter struct {
-	http.ResponseWriter
-	started bool
-}
-
-func (p *panicWriter) WriteHeader(code int) {
-	if code >= 200 || code == http.StatusSwitchingProtocols {
-		p.started = true
-	}
-	p.ResponseWriter.WriteHeader(code)
-}
-
-func (p *panicWriter) Write(b []byte) (int, error) {
-	p.started = true
-	return p.ResponseWriter.Write(b)
-}
-
-// FlushError sends the headers if they are not out yet
-// (http.ResponseController.Flush), so the response has begun.
-func (p *panicWriter) FlushError() error {
-	p.started = true
-	return http.NewResponseController(p.ResponseWriter).Flush()
-}
-
-func (p *panicWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // freshConns tracks the API connections that have not yet carried a
 // request (http.StateNew). An HTTP/1.1 client may hold such a connection
