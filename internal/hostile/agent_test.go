@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -261,6 +262,27 @@ func TestAgentIncomingRefusals(t *testing.T) {
 		}, schemas.CodeType, "/hast"},
 		{"schema-not-json", func(map[string]any) []byte { return []byte(`{"syntetisk": true, "barn": `) },
 			schemas.CodeSyntax, ""},
+		// One byte over schemas.MaxMeldingSize: Oslo's agent reads
+		// melding.json only up to the limit (that it does not read it
+		// whole is agent/reserved_melding_limit_test.go's) and refuses it
+		// like any schema failure. The example's melding gets a member
+		// padded with random letters (spaces would compress past the
+		// envelope's ratio limit and be refused at open, not as a melding).
+		{"melding-one-byte-over-the-limit", func(m map[string]any) []byte {
+			m["pad"] = ""
+			valid := mustJSON(t, m)
+			rnd := rand.New(rand.NewPCG(1, 2))
+			pad := make([]byte, schemas.MaxMeldingSize+1-len(valid))
+			for i := range pad {
+				pad[i] = 'a' + byte(rnd.IntN(26))
+			}
+			m["pad"] = string(pad)
+			melding := mustJSON(t, m)
+			if len(melding) != schemas.MaxMeldingSize+1 {
+				t.Fatalf("melding of %d bytes", len(melding))
+			}
+			return melding
+		}, schemas.CodeTooLarge, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
