@@ -89,6 +89,13 @@ type CA struct {
 
 // NewDevCA creates a self-signed development CA valid for ten years.
 func NewDevCA(kt KeyType, o Options) (*CA, error) {
+	return NewCA("kurer dev CA", DevMarker, 10, kt, o)
+}
+
+// NewCA creates a self-signed CA with common name cn and organisation org,
+// valid for years (from an hour ago). Only an org of DevMarker makes it a
+// development CA.
+func NewCA(cn, org string, years int, kt KeyType, o Options) (*CA, error) {
 	key, err := GenerateKey(kt, o)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
@@ -96,9 +103,9 @@ func NewDevCA(kt KeyType, o Options) (*CA, error) {
 	now := o.now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(o),
-		Subject:               pkix.Name{CommonName: "kurer dev CA", Organization: []string{DevMarker}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{org}},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
+		NotAfter:              now.AddDate(years, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

@@ -1,10 +1,7 @@
 package pkitest
 
 import (
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"testing"
 	"time"
 
@@ -16,31 +13,12 @@ import (
 // certificates it issues are not dev certificates.
 func NewNonDev(tb testing.TB, names ...string) *PKI {
 	tb.Helper()
-	key, err := pki.GenerateKey(pki.ECDSAP256, pki.Options{})
+	ca, err := pki.NewCA("kurer test production CA", "kurer test", 1, pki.ECDSAP256, pki.Options{})
 	if err != nil {
-		tb.Fatalf("CA key: %v", err)
+		tb.Fatalf("CA: %v", err)
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(now.UnixNano()),
-		Subject:               pkix.Name{CommonName: "kurer test production CA", Organization: []string{"kurer test"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(1, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		tb.Fatalf("CA certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &PKI{CA: &pki.CA{Cert: cert, Key: key}, Pool: x509.NewCertPool(), Accounts: map[string]*Account{}}
-	p.Pool.AddCert(cert)
+	p := &PKI{CA: ca, Pool: x509.NewCertPool(), Accounts: map[string]*Account{}}
+	p.Pool.AddCert(ca.Cert)
 	for i, n := range names {
 		p.Add(tb, n, rsaKey(tb, i), time.Time{}, time.Time{})
 	}
